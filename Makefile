@@ -48,7 +48,7 @@ reproduce: $(STAMP)
 	OMP_NUM_THREADS=2 $(BIN)/vlkd-reproduce
 
 readme: $(STAMP)
-	$(BIN)/jupyter nbconvert --to markdown --execute nbs/index.ipynb --output-dir . --output README
+	$(BIN)/jupyter nbconvert --to markdown --execute --no-input nbs/index.ipynb --output-dir . --output README
 	@sed -i 's#](\.\./figures/#](figures/#g; s#src="\.\./figures/#src="figures/#g' README.md
 
 clean-nbs: $(STAMP)

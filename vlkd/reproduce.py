@@ -7,13 +7,13 @@ from __future__ import annotations
 import argparse, importlib, time
 from pathlib import Path
 from tqdm.auto import tqdm
-from .utils import figures_dir, save_table
+from .utils import figures_dir, save_table, load_table
 
 # %% auto #0
 __all__ = ['CHAPTERS', 'reproducible_chapters', 'run_all', 'main']
 
 # %% ../nbs/99_reproduce.ipynb #c004
-CHAPTERS = ['losses', 'encoders', 'data', 'train', 'featkd', 'shre', 'ema_text', 'silc', 'capgap', 'retrieval']
+CHAPTERS = ['losses', 'encoders', 'data', 'train', 'clip', 'featkd', 'shre', 'ema_text', 'silc', 'capgap', 'retrieval']
 
 def reproducible_chapters(only: list[str] | None = None  # restrict to these chapter names
                          ) -> list[str]:
@@ -34,8 +34,15 @@ def run_all(only: list[str] | None = None,  # chapter names; default all
         bar.set_postfix_str(c); t0 = time.perf_counter()
         paths = importlib.import_module(f'vlkd.{c}').reproduce(out_dir=out_dir, tiny=tiny)
         rows.append(dict(chapter=c, seconds=round(time.perf_counter() - t0, 1), files=len(paths)))
-    if only is None and not tiny: save_table(rows, '99_reproduce_timings', out_dir)
+    if not tiny: _record_timings(rows, out_dir)
     return rows
+
+def _record_timings(rows, out_dir):
+    "Merge these chapters' times into `99_reproduce_timings` (a partial run updates only its rows)."
+    try: old = {r['chapter']: r for r in load_table('99_reproduce_timings', out_dir)}
+    except (FileNotFoundError, ValueError): old = {}
+    old.update({r['chapter']: r for r in rows})
+    save_table([old[c] for c in CHAPTERS if c in old], '99_reproduce_timings', out_dir)
 
 # %% ../nbs/99_reproduce.ipynb #c008
 def main(argv=None):
