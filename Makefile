@@ -55,4 +55,4 @@ clean-nbs: $(STAMP)
 	$(BIN)/nbdev_clean
 
 bench: $(STAMP)
-	for f in benchmarks/*.py; do echo "== $$f"; OMP_NUM_THREADS=2 $(PY) $$f; done
+	for f in benchmarks/*.py; do echo "== $$f"; OMP_NUM_THREADS=2 $(PY) $$f --save; done

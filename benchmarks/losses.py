@@ -78,6 +78,7 @@ def main():
     p.add_argument('--repeats', type=int, default=9); p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--memory-of', default=None, help=argparse.SUPPRESS)
+    p.add_argument('--save', action='store_true', help='write figures/00_losses_benchmark.md/.json')
     a = p.parse_args()
     if a.memory_of: return _memory_child(a.memory_of, a.batch, a.dim, a.device)
     print(f'batch {a.batch}, dim {a.dim}, device {a.device}, torch threads {torch.get_num_threads()}, '
@@ -94,11 +95,19 @@ def main():
     mem = {n: peak_memory_mb(n, a.batch, a.dim, a.device) for n in VARIANTS}
     print(f'{"variant":32s} {"median ms":>10s} {"min ms":>8s} {"peak MiB":>9s}')
     for n in VARIANTS: print(f'{n:32s} {1e3 * med[n]:10.1f} {1e3 * min(times[n]):8.1f} {mem[n]:9.1f}')
+    rows = []
     for loss in ('clip', 'siglip'):
         r_t = med[f'{loss}/vlkd'] / med[f'{loss}/open_clip']
         r_m = mem[f'{loss}/vlkd'] / mem[f'{loss}/open_clip']
         print(f'{loss}: time ratio vlkd/open_clip {r_t:.3f} ({"meets" if r_t <= 1.10 else "MISSES"} <= 1.10), '
               f'peak memory ratio {r_m:.3f}')
+        rows.append({'loss': loss, 'vlkd ms': round(1e3 * med[f'{loss}/vlkd'], 1), 'open_clip ms': round(1e3 * med[f'{loss}/open_clip'], 1),
+                     'time ratio': round(r_t, 3), 'vlkd peak MiB': round(mem[f'{loss}/vlkd'], 1),
+                     'open_clip peak MiB': round(mem[f'{loss}/open_clip'], 1), 'memory ratio': round(r_m, 3)})
+    if a.save:
+        from vlkd.utils import save_table
+        meta = dict(batch=a.batch, dim=a.dim, device=a.device, threads=torch.get_num_threads(), repeats=a.repeats)
+        print('wrote', save_table(rows, '00_losses_benchmark', meta=meta))
 
 
 if __name__ == '__main__':

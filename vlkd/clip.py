@@ -12,7 +12,7 @@ from .utils import set_seed, save_figure, save_table, in_test
 from .losses import clip_loss, siglip_loss
 from .encoders import vit_encoder, bert_encoder, bert_tokenizer, TwoTower
 from .data import WorldConfig, CaptionWorld, collate, normalize, tokenize, _mix
-from .train import TrainConfig, fit, cached, History
+from .train import TrainConfig, fit, cached, cache_dir, cache_key, History
 
 # %% auto #0
 __all__ = ['ClipConfig', 'make_two_tower', 'WorldTensors', 'contrastive_batches', 'contrastive_step', 'pretrain_clip',
@@ -102,7 +102,12 @@ def pretrain_clip(cfg: ClipConfig,  # what to train
                             contrastive_batches(data, cfg.train.batch_size, cfg.train.seed), cfg.train)
     if not cache:
         model = make_two_tower(cfg); train_fn(model); return model.eval()
-    return cached(cfg, lambda: make_two_tower(cfg), train_fn, name=f'clip-{cfg.loss}', folder=folder)
+    name = f'clip-{cfg.loss}'
+    model = cached(cfg, lambda: make_two_tower(cfg), train_fn, name=name, folder=folder)
+    hist_path = Path(folder or cache_dir()) / f'{name}-{cache_key(cfg, name)}.history.json'
+    if hasattr(model, 'history'): model.history.save(hist_path)
+    elif hist_path.exists(): model.history = History.load(hist_path)
+    return model
 
 # %% ../nbs/01c_clip.ipynb #c020
 def evaluate_clip(model: TwoTower, world: WorldConfig, n_test: int = 1000, split: str = 'test') -> dict:
@@ -114,10 +119,12 @@ def evaluate_clip(model: TwoTower, world: WorldConfig, n_test: int = 1000, split
     return dict(zero_shot_top1=zs['top1'], **{k: v for k, v in rt.items() if '@' in k or 'medr' in k})
 
 # %% ../nbs/01c_clip.ipynb #c023
-def run_clip_experiment(cfg: ClipConfig, n_test: int = 1000, folder=None) -> tuple[list[dict], dict]:
-    "Rows (untrained, CLIP, SigLIP) of zero-shot and retrieval metrics, and the training histories."
+def run_clip_experiment(cfg: ClipConfig, n_test: int = 1000, folder=None,
+                        losses=('clip',),  # which losses to pre-train with
+                       ) -> tuple[list[dict], dict]:
+    "Rows (untrained, then one per loss) of zero-shot and retrieval metrics, and the training histories."
     rows, hists = [dict(model='untrained', **evaluate_clip(make_two_tower(cfg).eval(), cfg.world, n_test))], {}
-    for loss in ('clip', 'siglip'):
+    for loss in losses:
         c = replace(cfg, loss=loss); m = pretrain_clip(c, folder=folder)
         hists[loss] = getattr(m, 'history', None)
         rows.append(dict(model=loss, **evaluate_clip(m, c.world, n_test)))
@@ -133,7 +140,7 @@ def plot_histories(hists: dict) -> plt.Figure:
 
 # %% ../nbs/01c_clip.ipynb #c025
 def reproduce(out_dir=None, tiny: bool = False) -> list[Path]:
-    "Pre-train CLIP and SigLIP (cached) and write `01c_clip_results.md/.json` and `01c_clip_curves.png`."
+    "Pre-train CLIP (cached) and write `01c_clip_results.md/.json` and `01c_clip_curves.png`."
     cfg = ClipConfig.tiny() if tiny else ClipConfig()
     rows, hists = run_clip_experiment(cfg, n_test=64 if tiny else 1000)
     paths = [save_table(rows, '01c_clip_results', out_dir, meta=asdict(cfg))]

@@ -19,8 +19,8 @@ from .utils import save_figure, save_table, in_test, figures_dir, set_seed
 __all__ = ['SHAPES', 'COLOURS', 'SIZES', 'SPLITS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'IMG_EXTS',
            'WorldConfig', 'CaptionWorld', 'samples_per_second', 'tokenize', 'collate', 'batches', 'normalize', 'hflip',
            'random_resized_crop', 'MultiCrop', 'load_image', 'ImageFolderData', 'KarpathyCaptions', 'ImageSet',
-           'digits', 'plot_samples', 'difficulty_config', 'plot_difficulty', 'ProbeConfig', 'difficulty_probe',
-           'reproduce']
+           'digits', 'plot_samples', 'difficulty_config', 'plot_difficulty', 'DifficultyProbeConfig',
+           'difficulty_probe', 'reproduce']
 
 # %% ../nbs/01a_data.ipynb #c005
 SHAPES = ('circle', 'square', 'triangle', 'diamond', 'ring', 'cross', 'star', 'crescent')
@@ -542,7 +542,7 @@ def plot_difficulty(ts=(0, 0.25, 0.5, 0.75, 1.0),  # difficulty levels (columns)
 
 # %% ../nbs/01a_data.ipynb #c088
 @dataclass
-class ProbeConfig:
+class DifficultyProbeConfig:
     levels: tuple = (0.0, 0.25, 0.5, 0.75, 1.0)  # difficulty levels t
     n_train: int = 3000  # training images per level
     n_test: int = 1000  # test images per level
@@ -557,7 +557,7 @@ def _fourier_features(ds) -> tuple[np.ndarray, np.ndarray]:
     f = torch.fft.rfft2(g - g.mean((1, 2), keepdim=True)).abs().log1p()
     return f.flatten(1).numpy(), np.array([ds[i]['label'] for i in range(len(ds))])
 
-def difficulty_probe(cfg: ProbeConfig) -> list[dict]:
+def difficulty_probe(cfg: DifficultyProbeConfig) -> list[dict]:
     "Fourier-magnitude linear-probe accuracy on the main shape at each difficulty level."
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -582,6 +582,6 @@ def reproduce(out_dir=None,  # folder for figures and tables; default `figures/`
     fig = plot_samples(CaptionWorld(WorldConfig(img_size=32 if tiny else 64), 'train', 8), n=4 if tiny else 8)
     paths.append(save_figure(fig, '01a_data_samples', out_dir)); plt.close(fig)
     fig = plot_difficulty(); paths.append(save_figure(fig, '01a_data_difficulty', out_dir)); plt.close(fig)
-    cfg = ProbeConfig.tiny() if tiny else ProbeConfig(); print(cfg)
+    cfg = DifficultyProbeConfig.tiny() if tiny else DifficultyProbeConfig(); print(cfg)
     paths.append(save_table(difficulty_probe(cfg), '01a_data_probe', out_dir, meta=asdict(cfg)))
     return paths

@@ -245,7 +245,7 @@ def feature_kd_loss(student_hidden_states: list[torch.Tensor],  # L_s student la
         raise ValueError(f"shape mismatch: student hidden states {tuple(y_hat.shape)} vs teacher {tuple(y.shape)}")
     return F.mse_loss(y_hat, y)
 
-# %% ../nbs/00_losses.ipynb #c064
+# %% ../nbs/00_losses.ipynb #c066
 def reproduce(out_dir=None,  # folder for the figures; default `figures/`
               tiny: bool = False,  # accepted for a uniform interface; the figures are already cheap
              ) -> list[Path]:
