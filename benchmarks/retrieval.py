@@ -77,6 +77,7 @@ def main(argv=None):
     p.add_argument('--images', type=int, default=5000); p.add_argument('--captions', type=int, default=25000)
     p.add_argument('--dim', type=int, default=512); p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--worker', choices=list(METHODS)); p.add_argument('--no-argsort', action='store_true')
+    p.add_argument('--save', action='store_true', help='write figures/07_retrieval_benchmark.md/.json')
     a = p.parse_args(argv)
     if a.worker: return worker(a.worker, a)
     methods = [m for m in METHODS if not (a.no_argsort and m == 'argsort')]
@@ -92,11 +93,17 @@ def main(argv=None):
         same = all(abs(res['argsort'][1][k] - res['chunked'][1][k]) < 1e-9 for k in res['chunked'][1])
         print(f"argsort and chunked metrics agree: {same}")
     print(f"{'method':>8} {'seconds':>8} {'x GEMM':>7} {'peak RSS MiB':>13} {'added MiB':>10} {'ru_maxrss MiB':>14}")
+    rows = []
     for m in methods:
         cmd = [sys.executable, __file__, '--worker', m, '--images', str(a.images), '--captions', str(a.captions), '--dim', str(a.dim)]
         mem = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
         t = res[m][0]
         print(f"{m:>8} {t:8.3f} {t / res['gemm'][0]:7.2f} {mem['peak_rss_mib']:13.0f} {mem['added_mib']:10.0f} {mem['ru_maxrss_mib']:14.0f}")
+        rows.append({'method': m, 'seconds': round(t, 3), 'x GEMM': round(t / res['gemm'][0], 2), 'added MiB': round(mem['added_mib'])})
+    if a.save:
+        from vlkd.utils import save_table
+        meta = dict(images=a.images, captions=a.captions, dim=a.dim, threads=torch.get_num_threads(), repeats=a.repeats)
+        print('wrote', save_table(rows, '07_retrieval_benchmark', meta=meta))
     print(f"metrics: {json.dumps({k: round(v, 3) for k, v in res['chunked'][1].items()})}")
 
 

@@ -125,7 +125,7 @@ def retrieval_metrics(image_emb: torch.Tensor,  # (N, D); normalise first for co
     "Image→text and text→image R@K (percent) and median ranks, in bounded memory (001 §1.6)."
     return metrics_from_ranks(*retrieval_ranks(image_emb, text_emb, text_to_image, chunk_size), ks)
 
-# %% ../nbs/07_retrieval.ipynb #c027
+# %% ../nbs/07_retrieval.ipynb #c029
 def chunked_median_rank(image_emb: torch.Tensor,  # (N, D)
                         text_emb: torch.Tensor,  # (M, D)
                         text_to_image,  # (M,) image of each caption
@@ -140,7 +140,7 @@ def chunked_median_rank(image_emb: torch.Tensor,  # (N, D)
     return dict(i2t_medr=float(np.mean([m['i2t_medr'] for m in meds])),
                 t2i_medr=float(np.mean([m['t2i_medr'] for m in meds])), n_chunks=len(meds))
 
-# %% ../nbs/07_retrieval.ipynb #c030
+# %% ../nbs/07_retrieval.ipynb #c032
 def refine_names(class_names: Sequence[str],  # the dataset's class names
                  refinements: Mapping[str, str] | None = None,  # name -> refined name (002 §3.2.1)
                 ) -> list[str]:
@@ -155,7 +155,7 @@ def class_embeddings(prompt_emb: torch.Tensor  # (C, P, E) embeddings of P promp
     if prompt_emb.ndim != 3: raise ValueError(f"prompt_emb must be (classes, prompts, dim), got {tuple(prompt_emb.shape)}")
     return F.normalize(F.normalize(prompt_emb, dim=-1).mean(1), dim=-1)
 
-# %% ../nbs/07_retrieval.ipynb #c032
+# %% ../nbs/07_retrieval.ipynb #c034
 def classification_metrics(image_emb: torch.Tensor,  # (N, E) image embeddings
                            classifier: torch.Tensor,  # (C, E) one row per class
                            labels,  # (N,) true class indices
@@ -172,7 +172,7 @@ def classification_metrics(image_emb: torch.Tensor,  # (N, E) image embeddings
     out['mean_per_class_recall'] = float(np.mean([recall_at(rank[labels == c], 1) for c in present.tolist()]))
     return out
 
-# %% ../nbs/07_retrieval.ipynb #c035
+# %% ../nbs/07_retrieval.ipynb #c037
 def _device(model):
     p = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
     return p.device if p is not None else torch.device('cpu')
@@ -204,7 +204,7 @@ def zero_shot_classifier(model,  # anything with `encode_text`
     e = encode_texts(model, [t.format(n) for n in names for t in templates], tokenize, batch_size)
     return class_embeddings(e.view(len(names), len(templates), -1))
 
-# %% ../nbs/07_retrieval.ipynb #c039
+# %% ../nbs/07_retrieval.ipynb #c041
 @dataclass
 class ProbeConfig:
     epochs: int = 30  # passes over the extracted features
@@ -228,7 +228,7 @@ class FinetuneConfig:
     @classmethod
     def tiny(cls): return cls(epochs=1, batch_size=16)
 
-# %% ../nbs/07_retrieval.ipynb #c040
+# %% ../nbs/07_retrieval.ipynb #c042
 def patch_mean(out,  # an `EncoderOutput` (needs `.tokens` (B, T, D))
                n_prefix: int,  # CLS/prefix tokens before the patch tokens
               ) -> torch.Tensor:
@@ -242,7 +242,7 @@ def probe_head(dim: int,  # feature width D
     "LayerNorm followed by a linear classifier (001 Listing 1)."
     return nn.Sequential(nn.LayerNorm(dim, elementwise_affine=affine), nn.Linear(dim, num_classes))
 
-# %% ../nbs/07_retrieval.ipynb #c041
+# %% ../nbs/07_retrieval.ipynb #c043
 def _batches(data, batch_size, shuffle=False, generator=None):
     "Yield (images, labels) from a (images, labels) tensor pair, a map-style dataset of dicts, or an iterable of batches."
     if isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[0]):
@@ -271,7 +271,7 @@ def extract_features(encoder: nn.Module,  # image encoder returning an `EncoderO
     encoder.train(was)
     return torch.cat(fs), torch.cat(ys)
 
-# %% ../nbs/07_retrieval.ipynb #c044
+# %% ../nbs/07_retrieval.ipynb #c046
 def _train_head(head, feats, labels, cfg):
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * math.ceil(len(feats) / cfg.batch_size)
@@ -293,7 +293,7 @@ def linear_probe(encoder: nn.Module,  # frozen image encoder (`EncoderOutput`, `
     head = _train_head(probe_head(ftr.shape[1], num_classes, cfg.affine), ftr, ytr, cfg)
     with torch.no_grad(): return recall_at(1 + (head(fte) > head(fte).gather(1, yte[:, None])).sum(1), 1)
 
-# %% ../nbs/07_retrieval.ipynb #c048
+# %% ../nbs/07_retrieval.ipynb #c050
 class ImageClassifier(nn.Module):
     "An image encoder with a LayerNorm + linear head on the mean of its patch tokens (001 Listing 1)."
     def __init__(self, encoder: nn.Module, num_classes: int, affine: bool = True):
@@ -312,7 +312,7 @@ def _param_groups(model, cfg, param_groups=None):
     if missing: raise ValueError(f"param_groups left out trainable parameters: {missing[:5]}")
     return groups
 
-# %% ../nbs/07_retrieval.ipynb #c049
+# %% ../nbs/07_retrieval.ipynb #c051
 def _warmup_cosine(step, steps, warmup):
     if step < warmup: return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
@@ -340,7 +340,7 @@ def _top1(model, data, batch_size):
     hits = [(model(x.to(dev)).argmax(1).cpu() == y).float() for x, y in _batches(data, batch_size)]
     return 100.0 * float(torch.cat(hits).mean())
 
-# %% ../nbs/07_retrieval.ipynb #c055
+# %% ../nbs/07_retrieval.ipynb #c057
 def confusion_matrix(pred: torch.Tensor,  # (...) predicted class per pixel
                      target: torch.Tensor,  # (...) true class per pixel, same shape
                      num_classes: int,
@@ -364,7 +364,7 @@ def miou(pred, target,  # tensors, or equal-length sequences of per-batch tensor
     if (union > 0).sum() == 0: raise ValueError("miou: no pixels to score")
     return 100.0 * float((inter[union > 0] / union[union > 0]).mean())
 
-# %% ../nbs/07_retrieval.ipynb #c059
+# %% ../nbs/07_retrieval.ipynb #c061
 @torch.no_grad()
 def zero_shot_segmentation(model,  # has `encode_image_tokens(images)` -> (B, N, E) normalised patch tokens
                            images: torch.Tensor,  # (B, 3, H, W)
@@ -382,7 +382,7 @@ def zero_shot_segmentation(model,  # has `encode_image_tokens(images)` -> (B, N,
     best, idx = s.max(1)
     return torch.where(best < bg_threshold, 0, idx + 1)
 
-# %% ../nbs/07_retrieval.ipynb #c063
+# %% ../nbs/07_retrieval.ipynb #c065
 @torch.no_grad()
 def encode_dataset(model,  # has `encode_image` (and `encode_text` when captions are wanted)
                    dataset,  # map-style dataset of dicts with 'image', 'captions', optional 'label'
@@ -425,7 +425,7 @@ def evaluate_zero_shot(model, dataset, tokenize,  # see `encode_dataset`; items 
     e = encode_dataset(model, dataset, None, batch_size, image_transform, progress)
     return classification_metrics(e['image_emb'], W, e['labels'], ks)
 
-# %% ../nbs/07_retrieval.ipynb #c069
+# %% ../nbs/07_retrieval.ipynb #c071
 @dataclass
 class ExampleConfig:
     n_train: int = 8000  # CaptionWorld training images (5 captions each; one drawn per step)
@@ -441,7 +441,7 @@ class ExampleConfig:
     @classmethod
     def tiny(cls): return cls(n_train=32, n_test=16, steps=2, batch_size=8, vit=(1, 24, 2), bert=(1, 16, 2), embed_dim=8)
 
-# %% ../nbs/07_retrieval.ipynb #c070
+# %% ../nbs/07_retrieval.ipynb #c072
 def example_model(cfg: ExampleConfig):
     "A `TwoTower` trained with the CLIP loss on CaptionWorld: (model, tokenizer, random-init copy, test world)."
     import copy
@@ -458,7 +458,7 @@ def example_model(cfg: ExampleConfig):
                       cfg=TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, progress=not in_test()))
     return model.eval(), tok, init.eval(), CaptionWorld(world, 'test', cfg.n_test)
 
-# %% ../nbs/07_retrieval.ipynb #c071
+# %% ../nbs/07_retrieval.ipynb #c073
 def plot_retrieval_example(images: torch.Tensor,  # (N, 3, H, W) in [0, 1]
                            captions: Sequence[str],  # the M captions
                            image_emb, text_emb, text_to_image,  # as for `retrieval_metrics`
@@ -491,7 +491,7 @@ def plot_rank_histogram(ranks: Mapping[str, tuple],  # model name -> (i2t ranks,
         ax.set_xscale('log'); ax.set_xlabel('K (rank of the correct item, 1 = best)'); ax.set_title(name); ax.legend(fontsize=7.5, loc='upper left')
     axs[0].set_ylabel('R@K: % of queries with rank ≤ K'); fig.suptitle(title, fontsize=10); fig.tight_layout(); return fig
 
-# %% ../nbs/07_retrieval.ipynb #c072
+# %% ../nbs/07_retrieval.ipynb #c074
 def retrieval_example(cfg: ExampleConfig | None = None):
     "Train the example model, rank the test world, return (metrics rows, example figure, rank-histogram figure)."
     cfg = cfg or ExampleConfig(); model, tok, init, test = example_model(cfg)
@@ -507,7 +507,7 @@ def retrieval_example(cfg: ExampleConfig | None = None):
     fig_r = plot_rank_histogram(ranks, f'{arch}; test world: {len(test)} images, {len(caps)} captions')
     return rows, fig_ex, fig_r
 
-# %% ../nbs/07_retrieval.ipynb #c077
+# %% ../nbs/07_retrieval.ipynb #c079
 def _chance_metrics(n_img, per, dim, seed=0):
     g = torch.Generator().manual_seed(seed)
     img, txt = (F.normalize(torch.randn(n, dim, generator=g), dim=-1) for n in (n_img, n_img * per))
