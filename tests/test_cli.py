@@ -6,13 +6,20 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'OMP_NUM_THREADS': '1'}
 
 
+CLI = str(Path(sys.executable).parent / 'vlkd-reproduce')  # the console script installed with the package
+
+
 def run(*args, **kw):
     return subprocess.run([sys.executable, *args], cwd=kw.pop('cwd', ROOT), env=ENV, capture_output=True, text=True, **kw)
 
 
+def run_cli(*args):
+    return subprocess.run([CLI, *args], cwd=ROOT, env=ENV, capture_output=True, text=True)
+
+
 def test_reproduce_cli_tiny_writes_only_to_out(tmp_path):
     before = {p: p.stat().st_mtime for p in (ROOT / 'figures').glob('*')}
-    r = run('-m', 'vlkd.reproduce', '--tiny', '--only', 'losses', '--out', str(tmp_path))
+    r = run_cli('--tiny', '--only', 'losses', '--out', str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in tmp_path.glob('00_losses_*.png')), r.stdout
     assert 'losses' in r.stdout
@@ -21,7 +28,7 @@ def test_reproduce_cli_tiny_writes_only_to_out(tmp_path):
 
 
 def test_reproduce_cli_rejects_unknown_chapter(tmp_path):
-    r = run('-m', 'vlkd.reproduce', '--tiny', '--only', 'nonsense', '--out', str(tmp_path))
+    r = run_cli('--tiny', '--only', 'nonsense', '--out', str(tmp_path))
     assert r.returncode != 0 and 'unknown chapter' in r.stderr
 
 
