@@ -313,10 +313,6 @@ def _param_groups(model, cfg, param_groups=None):
     return groups
 
 # %% ../nbs/07_retrieval.ipynb #c051
-def _warmup_cosine(step, steps, warmup):
-    if step < warmup: return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
 def finetune(encoder: nn.Module,  # image encoder (`EncoderOutput`, `n_prefix`, `width`); trained in place
              train, test,  # (images, labels) tensors, datasets of dicts, or iterables of batches
              num_classes: int,
@@ -324,10 +320,11 @@ def finetune(encoder: nn.Module,  # image encoder (`EncoderOutput`, `n_prefix`, 
              param_groups=None,  # fn(classifier, base_lr, decay) -> AdamW groups; default vlkd.encoders.layer_decay_groups
             ) -> float:
     "Full finetuning with layer decay (Eq. 40), AdamW, warmup + cosine; returns test top-1 (percent)."
+    from vlkd.train import lr_schedule
     cfg = cfg or FinetuneConfig(); set_seed(cfg.seed); model = ImageClassifier(encoder, num_classes).to(_device(encoder))
     opt = torch.optim.AdamW(_param_groups(model, cfg, param_groups), weight_decay=cfg.weight_decay)
     steps = cfg.epochs * _n_batches(train, cfg.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup_cosine(s, steps, int(cfg.warmup_frac * steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_schedule(s, steps, cfg.warmup_frac))  # vlkd.train's warmup + cosine
     g, dev = torch.Generator().manual_seed(cfg.seed), _device(encoder); model.train()
     for _ in range(cfg.epochs):
         for x, y in _batches(train, cfg.batch_size, shuffle=True, generator=g):
