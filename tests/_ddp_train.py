@@ -4,7 +4,7 @@ Run one process in the test itself, and two with
 `python -m torch.distributed.run --standalone --nproc_per_node=2 tests/_ddp_train.py OUT_DIR`,
 which writes each scenario's final weights and history (rank 0) to OUT_DIR.
 """
-import json, os, sys
+import faulthandler, json, os, sys
 from pathlib import Path
 import torch
 import torch.distributed as dist
@@ -80,6 +80,7 @@ def run(name, out=None):
 SCENARIOS = ['mean_fn', 'mean_ds', 'gathered', 'gathered_unscaled', 'resume']
 
 if __name__ == '__main__':
+    faulthandler.enable()  # a native abort prints the Python stack of every thread
     out = Path(sys.argv[1])
     dist.init_process_group('gloo')
     for name in SCENARIOS:
@@ -87,4 +88,7 @@ if __name__ == '__main__':
         if dist.get_rank() == 0:
             torch.save(sd, out / f'{name}.pt')
             h.save(out / f'{name}.json')
+    dist.barrier()
     dist.destroy_process_group()
+    sys.stdout.flush(); sys.stderr.flush()
+    os._exit(0)  # skip C++ static destructors: gloo's threads can abort a normal interpreter exit

@@ -1,5 +1,5 @@
 """`vlkd.train.fit` on two gloo processes (torchrun, CPU) equals one process on the same global batch."""
-import os, subprocess, sys
+import os, subprocess, sys, warnings
 from pathlib import Path
 import pytest
 import torch
@@ -9,13 +9,25 @@ import _ddp_train  # noqa: E402
 from vlkd.train import History  # noqa: E402
 
 
-@pytest.fixture(scope='module')
-def two_proc(tmp_path_factory):
-    out = tmp_path_factory.mktemp('ddp')
+def torchrun(out):
+    "Two gloo processes on the loopback interface run every scenario of `_ddp_train.py` into `out`."
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
            str(Path(__file__).parent / '_ddp_train.py'), str(out)]
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'GLOO_SOCKET_IFNAME': 'lo'}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.fixture(scope='module')
+def two_proc(tmp_path_factory):
+    # A worker killed by a native signal (once seen in CI: SIGABRT from a gloo thread, no Python error) is
+    # an infrastructure crash, not a wrong result: try again, at most twice, and say so. A Python
+    # exception or a wrong number still fails at once.
+    for attempt in range(3):
+        out = tmp_path_factory.mktemp('ddp')
+        r = torchrun(out)
+        crashed = r.returncode != 0 and 'Signal ' in r.stderr.split('Root Cause')[-1]
+        if not crashed: break
+        warnings.warn(f'torchrun attempt {attempt + 1} crashed with a signal:\n{r.stderr[-1500:]}')
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out
 
