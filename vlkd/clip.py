@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 from .utils import set_seed, save_figure, save_table, in_test
 from .losses import clip_loss, siglip_loss
 from .encoders import vit_encoder, bert_encoder, bert_tokenizer, TwoTower
-from .data import WorldConfig, CaptionWorld, collate, normalize, tokenize, _mix
+from .data import WorldConfig, CaptionWorld, collate, normalize, tokenize, mix_seed, epoch_batch, batches_per_epoch
 from .train import TrainConfig, fit, cached, cache_dir, cache_key, History
 
 # %% auto #0
@@ -71,13 +71,10 @@ def contrastive_batches(data: WorldTensors,  # rendered training split
                        ):
     "A function `batch(step)` -> dict(images (normalised), input_ids, attention_mask, labels, index)."
     tok, n = tokenizer or bert_tokenizer(), len(data)
-    per_epoch = n // batch_size
-    if per_epoch == 0: raise ValueError(f"batch_size {batch_size} is larger than the training set ({n})")
+    batches_per_epoch(n, batch_size)  # fails now if the set is smaller than one batch
     def batch(step: int) -> dict:
-        epoch, k = divmod(step, per_epoch)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch) % 2**63))
-        idx = order[k * batch_size:(k + 1) * batch_size]
-        caps = [data.captions[i][_mix(i, epoch) % len(data.captions[i])] for i in idx.tolist()]
+        idx, epoch = epoch_batch(n, batch_size, step, lambda e: mix_seed(seed, e) % 2**63)
+        caps = [data.captions[i][mix_seed(i, epoch) % len(data.captions[i])] for i in idx.tolist()]
         ids, am = tokenize(caps, tok)
         return dict(images=normalize(data.float_images(idx)), input_ids=ids, attention_mask=am, labels=data.labels[idx], index=idx)
     return batch

@@ -17,10 +17,10 @@ from .utils import save_figure, save_table, in_test, figures_dir, set_seed
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLOURS', 'SIZES', 'SPLITS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'IMG_EXTS',
-           'WorldConfig', 'CaptionWorld', 'samples_per_second', 'tokenize', 'collate', 'batches', 'normalize', 'hflip',
-           'random_resized_crop', 'MultiCrop', 'load_image', 'ImageFolderData', 'KarpathyCaptions', 'ImageSet',
-           'digits', 'plot_samples', 'difficulty_config', 'plot_difficulty', 'DifficultyProbeConfig',
-           'difficulty_probe', 'reproduce']
+           'WorldConfig', 'CaptionWorld', 'samples_per_second', 'tokenize', 'mix_seed', 'collate', 'batches_per_epoch',
+           'epoch_batch', 'batches', 'normalize', 'hflip', 'random_resized_crop', 'MultiCrop', 'load_image',
+           'ImageFolderData', 'KarpathyCaptions', 'ImageSet', 'digits', 'plot_samples', 'difficulty_config',
+           'plot_difficulty', 'DifficultyProbeConfig', 'difficulty_probe', 'reproduce']
 
 # %% ../nbs/01a_data.ipynb #c005
 SHAPES = ('circle', 'square', 'triangle', 'diamond', 'ring', 'cross', 'star', 'crescent')
@@ -272,8 +272,8 @@ def tokenize(texts: list[str],  # captions
     return torch.as_tensor(out['input_ids']).long(), torch.as_tensor(out['attention_mask']).long()
 
 # %% ../nbs/01a_data.ipynb #c048
-def _mix(*xs: int) -> int:
-    "A 64-bit integer hash (splitmix64 steps) of the arguments."
+def mix_seed(*xs: int) -> int:
+    "A 64-bit integer hash (splitmix64 steps) of the arguments: seeds from (seed, epoch, step, ...) tuples."
     h = 0x9E3779B97F4A7C15
     for x in xs:
         h = ((h ^ (int(x) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
@@ -293,7 +293,7 @@ def collate(batch: list[dict],  # items of a CaptionWorld, ImageFolderData or Ka
         if caption == 'all':
             out['captions'] = [c for b in batch for c in b['captions']]
             out['text_to_image'] = torch.tensor([i for i, b in enumerate(batch) for _ in b['captions']])
-        elif caption == 'random': out['captions'] = [b['captions'][_mix(b['index'], epoch) % len(b['captions'])] for b in batch]
+        elif caption == 'random': out['captions'] = [b['captions'][mix_seed(b['index'], epoch) % len(b['captions'])] for b in batch]
         elif isinstance(caption, int) and all(-len(b['captions']) <= caption < len(b['captions']) for b in batch):
             out['captions'] = [b['captions'][caption] for b in batch]
         else: raise ValueError(f"caption must be 'random', 'all' or a valid caption index, got {caption!r}")
@@ -301,6 +301,24 @@ def collate(batch: list[dict],  # items of a CaptionWorld, ImageFolderData or Ka
     return out
 
 # %% ../nbs/01a_data.ipynb #c051
+def batches_per_epoch(n: int, batch_size: int, drop_last: bool = True) -> int:
+    "Number of batches in one epoch of `n` items; ValueError when not even one batch fits."
+    per_epoch = n // batch_size if drop_last else -(-n // batch_size)
+    if per_epoch == 0: raise ValueError(f"batch_size {batch_size} is larger than the dataset ({n} items)")
+    return per_epoch
+
+def epoch_batch(n: int,  # dataset length
+                batch_size: int,
+                step: int,  # 0-based step, counted over all epochs
+                epoch_seed=None,  # function epoch -> seed of that epoch's permutation; None: dataset order
+                drop_last: bool = True,  # skip the last incomplete batch of each epoch
+               ) -> tuple[torch.Tensor, int]:
+    "(indices, epoch) of batch `step` of a dataset reshuffled every epoch: the one place the batch order is made."
+    epoch, k = divmod(step, batches_per_epoch(n, batch_size, drop_last))
+    order = torch.arange(n) if epoch_seed is None else torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(epoch)))
+    return order[k * batch_size:(k + 1) * batch_size], epoch
+
+# %% ../nbs/01a_data.ipynb #c053
 def batches(ds: Dataset,  # a map-style dataset of item dicts
             batch_size: int,
             steps: int | None = None,  # number of batches; None: one epoch
@@ -309,16 +327,12 @@ def batches(ds: Dataset,  # a map-style dataset of item dicts
             drop_last: bool = True,  # skip the last incomplete batch of each epoch
             **collate_kw):  # passed to `collate` (tokenizer, caption, max_length)
     "Yield collated batches, epoch after epoch, reproducibly from `seed`."
-    n = len(ds); per_epoch = n // batch_size if drop_last else -(-n // batch_size)
-    if per_epoch == 0: raise ValueError(f"batch_size {batch_size} is larger than the dataset ({n} items)")
-    steps = per_epoch if steps is None else steps
-    for step in range(steps):
-        epoch, k = divmod(step, per_epoch)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch) % 2**63)) if shuffle else torch.arange(n)
-        idx = order[k * batch_size:(k + 1) * batch_size].tolist()
-        yield collate([ds[i] for i in idx], epoch=epoch, **collate_kw)
+    per_epoch = batches_per_epoch(len(ds), batch_size, drop_last)
+    for step in range(per_epoch if steps is None else steps):
+        idx, epoch = epoch_batch(len(ds), batch_size, step, (lambda e: mix_seed(seed, e) % 2**63) if shuffle else None, drop_last)
+        yield collate([ds[i] for i in idx.tolist()], epoch=epoch, **collate_kw)
 
-# %% ../nbs/01a_data.ipynb #c054
+# %% ../nbs/01a_data.ipynb #c056
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
@@ -330,7 +344,7 @@ def normalize(img: torch.Tensor,  # (3, H, W) or (B, 3, H, W)
     m = torch.as_tensor(mean, dtype=img.dtype, device=img.device).view(-1, 1, 1)
     return (img - m) / torch.as_tensor(std, dtype=img.dtype, device=img.device).view(-1, 1, 1)
 
-# %% ../nbs/01a_data.ipynb #c057
+# %% ../nbs/01a_data.ipynb #c059
 def hflip(img: torch.Tensor,  # (3, H, W) or (B, 3, H, W)
           p: float = 0.5,  # probability of flipping each image
           generator: torch.Generator | None = None) -> torch.Tensor:
@@ -340,7 +354,7 @@ def hflip(img: torch.Tensor,  # (3, H, W) or (B, 3, H, W)
     out = torch.where(flip, x.flip(-1), x)
     return out[0] if img.dim() == 3 else out
 
-# %% ../nbs/01a_data.ipynb #c060
+# %% ../nbs/01a_data.ipynb #c062
 def _crop_boxes(B, H, W, scale, ratio, generator=None, tries: int = 10) -> torch.Tensor:
     "(B, 4) integer boxes (top, left, h, w) as torchvision's RandomResizedCrop draws them."
     area = torch.empty(B, tries).uniform_(*scale, generator=generator) * H * W
@@ -365,7 +379,7 @@ def _crop_resize(x: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) ->
     grid = F.affine_grid(theta, (B, C, *size), align_corners=False)
     return F.grid_sample(x, grid, mode='bilinear', padding_mode='border', align_corners=False)
 
-# %% ../nbs/01a_data.ipynb #c062
+# %% ../nbs/01a_data.ipynb #c064
 def random_resized_crop(img: torch.Tensor,  # (3, H, W) or (B, 3, H, W)
                         size,  # output side (int) or (h, w)
                         scale=(0.08, 1.0),  # range of the crop's area as a fraction of the image
@@ -378,7 +392,7 @@ def random_resized_crop(img: torch.Tensor,  # (3, H, W) or (B, 3, H, W)
     out = _crop_resize(x, _crop_boxes(x.shape[0], *x.shape[-2:], scale, ratio, generator), size)
     return out[0] if img.dim() == 3 else out
 
-# %% ../nbs/01a_data.ipynb #c065
+# %% ../nbs/01a_data.ipynb #c067
 class MultiCrop:
     "Global + local random resized crops of a batch, for DINO / SiLC local-to-global distillation."
     def __init__(self, n_global: int = 2,  # number of large views (first in the output)
@@ -400,7 +414,7 @@ class MultiCrop:
                 [self._view(images, self.local_size, self.local_scale, generator) for _ in range(self.n_local)])
     def __repr__(self): return f"MultiCrop({self.n_global}x{self.global_size}px {self.global_scale}, {self.n_local}x{self.local_size}px {self.local_scale})"
 
-# %% ../nbs/01a_data.ipynb #c068
+# %% ../nbs/01a_data.ipynb #c070
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 
 def load_image(path,  # an image file
@@ -417,7 +431,7 @@ def load_image(path,  # an image file
         l, t = (im.width - size) // 2, (im.height - size) // 2; im = im.crop((l, t, l + size, t + size))
     return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
 
-# %% ../nbs/01a_data.ipynb #c071
+# %% ../nbs/01a_data.ipynb #c073
 class ImageFolderData(Dataset):
     "Classification images in class folders `root/<class>/*.png|jpg|...`; items are dicts like CaptionWorld's."
     prompt_templates = ['a photo of a {}.', 'a picture of a {}.', 'an image of a {}.']
@@ -439,7 +453,7 @@ class ImageFolderData(Dataset):
         path, label = self.samples[i]; img = load_image(path, self.size)
         return dict(image=self.transform(img) if self.transform else img, label=label, index=int(i), path=str(path))
 
-# %% ../nbs/01a_data.ipynb #c073
+# %% ../nbs/01a_data.ipynb #c075
 class KarpathyCaptions(Dataset):
     "Images with their captions from a Karpathy split JSON (COCO / Flickr30k); items: image, captions, index."
     def __init__(self, json_path,  # e.g. dataset_coco.json or dataset_flickr30k.json
@@ -473,7 +487,7 @@ def _read_karpathy(path: Path) -> list[dict]:
     if not isinstance(data, dict) or not isinstance(data.get('images'), list): raise ValueError(f"{path}: expected a Karpathy split JSON with an 'images' list")
     return data['images']
 
-# %% ../nbs/01a_data.ipynb #c077
+# %% ../nbs/01a_data.ipynb #c079
 class ImageSet(NamedTuple):
     images: torch.Tensor  # (N, 3, H, W) float in [0, 1]
     labels: torch.Tensor  # (N,) long
@@ -496,7 +510,7 @@ def digits(size: int = 32,  # output side in pixels (the originals are 8×8)
     idx = perm[:k] if split == 'test' else perm[k:]
     return ImageSet(x[idx], y[idx], list(_DIGITS))
 
-# %% ../nbs/01a_data.ipynb #c080
+# %% ../nbs/01a_data.ipynb #c082
 _SEG_COLOURS = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
                          [245, 130, 48], [145, 30, 180], [70, 240, 240], [240, 50, 230]]) / 255
 
@@ -517,7 +531,7 @@ def plot_samples(ds: CaptionWorld,  # the world to show
     fig.tight_layout(rect=(0, 0.03, 1, 1), h_pad=0.3)
     return fig
 
-# %% ../nbs/01a_data.ipynb #c085
+# %% ../nbs/01a_data.ipynb #c087
 def difficulty_config(t: float,  # 0: easy ... 1: hard
                       **kw) -> WorldConfig:  # other WorldConfig fields
     "A WorldConfig whose difficulty knobs are interpolated between `easy()` (t=0) and `hard()` (t=1)."
@@ -540,7 +554,7 @@ def plot_difficulty(ts=(0, 0.25, 0.5, 0.75, 1.0),  # difficulty levels (columns)
     fig.tight_layout()
     return fig
 
-# %% ../nbs/01a_data.ipynb #c088
+# %% ../nbs/01a_data.ipynb #c090
 @dataclass
 class DifficultyProbeConfig:
     levels: tuple = (0.0, 0.25, 0.5, 0.75, 1.0)  # difficulty levels t
@@ -573,7 +587,7 @@ def difficulty_probe(cfg: DifficultyProbeConfig) -> list[dict]:
         rows.append(dict(difficulty=t, accuracy=mean_std(accs, 3), mean=float(np.mean(accs)), chance=1 / len(SHAPES)))
     return rows
 
-# %% ../nbs/01a_data.ipynb #c093
+# %% ../nbs/01a_data.ipynb #c095
 def reproduce(out_dir=None,  # folder for figures and tables; default `figures/` (refused under tests)
               tiny: bool = False) -> list[Path]:
     "Write the sample grid, the difficulty strip and the probe table; return their paths."

@@ -348,10 +348,10 @@ def open_clip_two_tower(name: str = 'ViT-B-32',  # an open_clip model name, or a
                        ) -> TwoTower:
     "A `TwoTower` holding an open_clip CLIP's towers, projections and temperature."
     import open_clip
-    from vlkd.encoders import OPEN_CLIP_PRESETS, OpenCLIPVisual, _from_hub, _local
+    from vlkd.encoders import OPEN_CLIP_PRESETS, OpenCLIPVisual, from_hub, local_weights
     if name in OPEN_CLIP_PRESETS: clip = open_clip.model.CLIP(**OPEN_CLIP_PRESETS[name])
-    elif weights is not None: clip = open_clip.create_model(name, pretrained=str(_local(weights)))
-    elif pretrained: clip = _from_hub(lambda: open_clip.create_model(name, pretrained=pretrained), f'{name} ({pretrained})', "open_clip_two_tower(name, weights='path/to/checkpoint')")
+    elif weights is not None: clip = open_clip.create_model(name, pretrained=str(local_weights(weights)))
+    elif pretrained: clip = from_hub(lambda: open_clip.create_model(name, pretrained=pretrained), f'{name} ({pretrained})', "open_clip_two_tower(name, weights='path/to/checkpoint')")
     else: clip = open_clip.create_model(name)
     model = TwoTower(OpenCLIPVisual(clip.visual), OpenCLIPText(clip), clip.text_projection.shape[1])
     with torch.no_grad():

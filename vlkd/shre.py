@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from .utils import set_seed, save_figure, save_table, mean_std
 from .losses import kd_loss, ranking_loss
-from .encoders import vit_encoder, bert_encoder, bert_tokenizer, _from_hub
+from .encoders import vit_encoder, bert_encoder, bert_tokenizer, from_hub
 from .data import WorldConfig, CaptionWorld, normalize, tokenize
 from .train import TrainConfig, fit, cached
 from .clip import WorldTensors, contrastive_batches
@@ -84,7 +84,7 @@ def timm_teacher(name: str = 'resnet50.a1_in1k',  # a timm ImageNet classifier, 
     "A frozen timm ImageNet classifier in eval mode that takes normalised images of any size and returns class logits."
     import timm
     load = lambda: timm.create_model(name, pretrained=pretrained)
-    model = _from_hub(load, name, f"timm.create_model({name!r}, pretrained_cfg_overlay=dict(file='path/to/model.safetensors'))") if pretrained else load()
+    model = from_hub(load, name, f"timm.create_model({name!r}, pretrained_cfg_overlay=dict(file='path/to/model.safetensors'))") if pretrained else load()
     return nn.Sequential(_Resize(model.pretrained_cfg.get('input_size', (3, 224, 224))[1:]), model).requires_grad_(False).eval()
 
 # %% ../nbs/03_shre.ipynb #c014

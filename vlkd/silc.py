@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 from .utils import set_seed, save_figure, save_table, mean_std, in_test
 from .losses import clip_loss, siglip_loss, DINOLoss
 from .encoders import vit_encoder, bert_encoder, bert_tokenizer, TwoTower
-from .data import WorldConfig, MultiCrop, _mix
+from .data import WorldConfig, MultiCrop, mix_seed
 from .train import TrainConfig, History, fit, cached, cache_dir, cache_key, ema_teacher
 from .clip import WorldTensors, contrastive_batches, contrastive_step
 from .retrieval import (zero_shot_classifier, classification_metrics, retrieval_metrics, encode_texts,
@@ -25,7 +25,8 @@ from .retrieval import (zero_shot_classifier, classification_metrics, retrieval_
 # %% auto #0
 __all__ = ['ARMS', 'METRICS', 'TABLE2', 'TABLE1', 'SiLCConfig', 'DINOHead', 'SiLCModel', 'make_silc_model', 'silc_batches',
            'image_text_loss', 'teacher_stats', 'silc_step', 'train_silc', 'evaluate_silc', 'few_shot_split',
-           'arm_config', 'run_silc_ablation', 'summarize', 'plot_segmentation', 'plot_teacher', 'reproduce']
+           'arm_config', 'run_silc_ablation', 'summarize', 'plot_segmentation', 'plot_teacher', 'scale_study',
+           'reproduce']
 
 # %% ../nbs/05_silc.ipynb #c005
 @dataclass
@@ -35,6 +36,7 @@ class SiLCConfig:
     image_depth: int = 3  # ViT blocks
     image_width: int = 64  # ViT width
     patch_size: int = 8  # 32x32 images -> a 4x4 token grid
+    conv_stem: bool = True  # convolutional stem instead of the patchify layer (Xiao et al. 2021; see the text)
     pool: str = 'avg'  # image embedding from the patch-token mean ('avg') or the [CLS] token ('token')
     text_depth: int = 1  # text blocks
     text_width: int = 64  # text width
@@ -54,7 +56,7 @@ class SiLCConfig:
     student_temp: float = 0.1  # τs
     center_momentum: float = 0.9  # m of the center update
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=150, batch_size=128, lr=2e-3, weight_decay=0.1, warmup_frac=0.05, grad_clip=1.0,
+        steps=800, batch_size=128, lr=2e-3, weight_decay=0.1, warmup_frac=0.05, grad_clip=1.0,
         ema_momentum=0.98, ema_schedule='fixed', log_every=25))  # λ = ema_momentum, fixed (003 modification 2)
     seed: int = 0  # initialisation seed (the data order follows train.seed)
 
@@ -106,7 +108,7 @@ def make_silc_model(cfg: SiLCConfig) -> SiLCModel:
     "An untrained SiLC student as described by `cfg` (seeded by `cfg.seed`; the ViT accepts any view size)."
     set_seed(cfg.seed)
     image = vit_encoder('tiny', img_size=cfg.world.img_size, patch_size=cfg.patch_size, depth=cfg.image_depth, width=cfg.image_width,
-                        heads=max(1, cfg.image_width // 32), dynamic_img_size=True, global_pool=cfg.pool)
+                        heads=max(1, cfg.image_width // 32), dynamic_img_size=True, global_pool=cfg.pool, conv_stem=cfg.conv_stem)
     text = bert_encoder('tiny', depth=cfg.text_depth, width=cfg.text_width, heads=max(1, cfg.text_width // 32))
     tower = TwoTower(image, text, cfg.embed_dim, siglip=cfg.loss == 'siglip')
     head = DINOHead(cfg.embed_dim, cfg.head_dim, cfg.head_hidden, cfg.head_bottleneck)
@@ -121,7 +123,7 @@ def silc_batches(data: WorldTensors,  # rendered training split
     base = contrastive_batches(data, cfg.train.batch_size, cfg.train.seed, tokenizer)
     crop = MultiCrop(cfg.n_global, cfg.n_local, cfg.global_size, cfg.local_size, cfg.global_scale, cfg.local_scale, flip=False)
     def batch(step: int) -> dict:
-        b = base(step); g = torch.Generator().manual_seed(_mix(cfg.train.seed, step, 5) % 2**63)
+        b = base(step); g = torch.Generator().manual_seed(mix_seed(cfg.train.seed, step, 5) % 2**63)
         return b | dict(views=crop(b['images'], generator=g))
     return batch
 
@@ -309,18 +311,32 @@ def plot_teacher(histories: dict,  # name -> History of a SiLC run (with the col
     return fig
 
 # %% ../nbs/05_silc.ipynb #c053
+def scale_study(cfg: SiLCConfig, short: int = 150, n_test: int = 1000, shots: int = 10, folder=None,
+                probe: ProbeConfig | None = None) -> list[dict]:
+    "The CLIP arm (seed 0) with patchify vs convolutional stem, for `short` and `cfg.train.steps` steps: rows of metrics."
+    test, fs, rows = WorldTensors(cfg.world, 'test', n_test), few_shot_split(cfg.world, shots), []
+    data = WorldTensors(cfg.world, 'train', cfg.n_train)
+    for stem in (False, True):
+        for steps in sorted({min(short, cfg.train.steps), cfg.train.steps}):
+            c = arm_config(replace(cfg, conv_stem=stem, train=replace(cfg.train, steps=steps)), 'CLIP', 0)
+            rows.append(dict(stem='convolutional' if stem else 'patchify', steps=steps,
+                             **evaluate_silc(train_silc(c, data, folder=folder), test, fs, probe)))
+    return rows
+
+# %% ../nbs/05_silc.ipynb #c056
 TABLE2 = ['CLIP', '+ additional views', '+ EMA', '+ self-dist (SiLC-C)', 'SiLC-C, cosine λ → 1', '+ self-dist (SiLC-C) [student]']
 TABLE1 = ['CLIP', '+ self-dist (SiLC-C)', 'SigLIP', 'SiLC-S', 'SiLC-S [student]']
 
 def reproduce(out_dir=None, tiny: bool = False) -> list[Path]:
     "Run the ablation over seeds and write the tables (05_silc_table1/2/runs) and figures (segmentation, teacher)."
     cfg = SiLCConfig.tiny() if tiny else SiLCConfig()
-    seeds, n_test, shots = ((0,), 64, 2) if tiny else ((0, 1, 2), 1000, 10)
+    seeds, n_test, shots = ((0,), 64, 2) if tiny else ((0, 1), 1000, 10)
     rows = run_silc_ablation(cfg, seeds, n_test=n_test, shots=shots, probe=ProbeConfig.tiny() if tiny else None)
     meta = dict(config=asdict(cfg), seeds=seeds, n_test=n_test, shots=shots)
     t1 = [r | dict(model=r['model'].replace('+ self-dist (SiLC-C)', 'SiLC-C')) for r in summarize(rows, TABLE1)]
     paths = [save_table(summarize(rows, TABLE2), '05_silc_table2', out_dir, meta), save_table(t1, '05_silc_table1', out_dir, meta),
-             save_table(rows, '05_silc_runs', out_dir, meta)]
+             save_table(rows, '05_silc_runs', out_dir, meta),
+             save_table(scale_study(cfg, n_test=n_test, shots=shots, probe=ProbeConfig.tiny() if tiny else None), '05_silc_scale', out_dir, meta)]
     ms = run_silc_ablation.models
     fig = plot_segmentation({'CLIP': ms['CLIP', 0], 'SiLC-C': ms['+ self-dist (SiLC-C)', 0], 'SigLIP': ms['SigLIP', 0],
                              'SiLC-S': ms['SiLC-S', 0]}, run_silc_ablation.test)

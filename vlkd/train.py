@@ -18,6 +18,7 @@ from torch.utils.data import default_collate
 from tqdm.auto import tqdm
 from . import __version__
 from .utils import set_seed, world_info, save_figure
+from .data import epoch_batch
 
 # %% auto #0
 __all__ = ['CACHE_VERSION', 'TrainConfig', 'lr_schedule', 'momentum_schedule', 'ema_update', 'ema_teacher', 'plot_schedules',
@@ -224,11 +225,7 @@ def batch_indices(n: int,  # dataset length
                   seed: int = 0,  # the permutation of epoch e uses seed + e
                  ) -> list[int]:
     "Dataset indices of the global batch at `step`: a seeded permutation per epoch, last incomplete batch dropped."
-    per_epoch = n // batch_size
-    if per_epoch == 0: raise ValueError(f"dataset of {n} items is smaller than one batch of {batch_size}")
-    epoch, i = divmod(step, per_epoch)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
-    return perm[i * batch_size:(i + 1) * batch_size].tolist()
+    return epoch_batch(n, batch_size, step, lambda epoch: seed + epoch)[0].tolist()
 
 def shard(batch, rank: int, world: int):
     "This rank's contiguous slice (along dim 0) of every tensor and list in a global batch."
