@@ -69,14 +69,12 @@ def one_step(student, teacher, x, opt, targets=data2vec_targets, clock=time.proc
 
 def bench(name, teacher, student, x, repeats):
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-4)
-    for f in (data2vec_targets, stacked_targets, var_mean_targets, naive_targets):  # warm up every variant's allocations
+    variants = {'vectorised': data2vec_targets, 'stacked form': stacked_targets, 'var_mean form': var_mean_targets, 'naive': naive_targets}
+    for f in variants.values():  # warm up every variant's allocations
         for _ in range(5): one_step(student, teacher, x, opt, f)
-    runs = {'vectorised': [], 'stacked form': [], 'var_mean form': [], 'naive': []}
+    runs = {k: [] for k in variants}
     for _ in range(repeats):  # interleaved, so all see the same machine load
-        runs['vectorised'].append(one_step(student, teacher, x, opt))
-        runs['stacked form'].append(one_step(student, teacher, x, opt, stacked_targets))
-        runs['var_mean form'].append(one_step(student, teacher, x, opt, var_mean_targets))
-        runs['naive'].append(one_step(student, teacher, x, opt, naive_targets))
+        for k, f in variants.items(): runs[k].append(one_step(student, teacher, x, opt, f))
     print(f"\n== {name}")
     med = {k: {p: statistics.median(r[p] for r in v) for p in v[0]} for k, v in runs.items()}
     m = med['vectorised']; step = sum(m.values()); passes = m['teacher'] + m['student']

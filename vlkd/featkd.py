@@ -17,7 +17,7 @@ from .utils import set_seed, save_figure, save_table, mean_std, in_test
 from .losses import data2vec_targets, feature_kd_loss
 from .encoders import (EncoderOutput, _Encoder, from_hub, local_weights, vit_encoder, minilm, truncate,
                            layer_decay_groups)
-from .data import WorldConfig, CaptionWorld, normalize, hflip, random_resized_crop, digits, mix_seed
+from .data import WorldConfig, CaptionWorld, normalize, hflip, random_resized_crop, digits, mix_seed, batches_per_epoch
 from .train import TrainConfig, History, fit, cached, batch_indices
 from .clip import WorldTensors
 from .retrieval import ProbeConfig, FinetuneConfig, ImageClassifier, linear_probe, finetune
@@ -98,7 +98,7 @@ def image_batches(data: WorldTensors,  # a rendered split (uint8 images in memor
                  ):
     "`batch(step)` -> dict(images (normalised, augmented), labels); a pure function of the step."
     n, size = len(data), data.images.shape[-1]
-    if n < batch_size: raise ValueError(f"batch_size {batch_size} is larger than the {n} images")
+    batches_per_epoch(n, batch_size)  # fails now if the split is smaller than one batch
     def batch(step: int) -> dict:
         idx = batch_indices(n, batch_size, step, seed)
         g = torch.Generator().manual_seed(mix_seed(seed, step) % 2**63)
@@ -231,7 +231,7 @@ def run_image_featkd(cfg: FeatKDConfig,  # the experiment; `FeatKDConfig.tiny()`
     print(cfg)
     train, val = WorldTensors(cfg.world, 'train', cfg.n_train), WorldTensors(cfg.world, 'val', cfg.n_val)
     teacher, data = image_teacher(cfg, train, folder), _eval_data(cfg, train)
-    val_b = [dict(images=x) for x in _eval_tensors(val)[0].split(256)]
+    val_b = [dict(images=x, targets=teacher_targets(teacher, x)) for x in _eval_tensors(val)[0].split(256)]  # fixed: targets once
     runs, hists = {k: [] for k in ('teacher', 'undistilled', *cfg.inits, 'scratch')}, {k: [] for k in cfg.inits}
     for seed in cfg.seeds:
         runs['teacher'].append(_evaluate(teacher, data, cfg, seed, 'teacher' in cfg.finetune_models))

@@ -275,7 +275,8 @@ def extract_features(encoder: nn.Module,  # image encoder returning an `EncoderO
 def _train_head(head, feats, labels, cfg):
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * math.ceil(len(feats) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    from vlkd.train import lr_schedule
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_schedule(s, steps, 0.0))  # cosine to 0, no warmup
     g = torch.Generator().manual_seed(cfg.seed)
     for _ in range(cfg.epochs):
         for x, y in _batches((feats, labels), cfg.batch_size, shuffle=True, generator=g):
@@ -291,7 +292,8 @@ def linear_probe(encoder: nn.Module,  # frozen image encoder (`EncoderOutput`, `
     ftr, ytr = extract_features(encoder, train, cfg.batch_size)
     fte, yte = extract_features(encoder, test, cfg.batch_size)
     head = _train_head(probe_head(ftr.shape[1], num_classes, cfg.affine), ftr, ytr, cfg)
-    with torch.no_grad(): return recall_at(1 + (head(fte) > head(fte).gather(1, yte[:, None])).sum(1), 1)
+    with torch.no_grad(): scores = head(fte)
+    return recall_at(1 + (scores > scores.gather(1, yte[:, None])).sum(1), 1)
 
 # %% ../nbs/07_retrieval.ipynb #c050
 class ImageClassifier(nn.Module):
