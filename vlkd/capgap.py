@@ -18,7 +18,7 @@ from .encoders import vit_encoder, bert_tokenizer
 from .data import WorldConfig, normalize
 from .train import TrainConfig, fit, cached, batch_indices
 from .clip import ClipConfig, WorldTensors, pretrain_clip
-from .retrieval import zero_shot_classifier, ImageClassifier
+from .evaluate import zero_shot_classifier, ImageClassifier
 
 # %% auto #0
 __all__ = ['RESNETS', 'TEACHER_NAMES', 'CapGapConfig', 'predict', 'distill_step', 'resnet', 'param_count', 'student',
@@ -29,7 +29,7 @@ __all__ = ['RESNETS', 'TEACHER_NAMES', 'CapGapConfig', 'predict', 'distill_step'
 # %% ../nbs/06_capgap.ipynb #c005
 @dataclass
 class CapGapConfig:
-    clip: ClipConfig = field(default_factory=ClipConfig)  # the shared CLIP-style pre-training (chapter 01c); its world gives the images
+    clip: ClipConfig = field(default_factory=ClipConfig)  # the shared CLIP-style pre-training (chapter 01d); its world gives the images
     label_by: str = 'shape_colour'  # class = colour and shape of the main object (64 classes)
     n_train: int = 3200  # labelled training images (≈ 50 per class)
     n_test: int = 2000  # held-out test images ('test' split)

@@ -18,7 +18,7 @@ from .encoders import HFTextEncoder, OpenCLIPText, EncoderOutput, TwoTower, bert
 from .data import WorldConfig, tokenize, normalize
 from .train import TrainConfig, fit, ema_teacher, batch_indices
 from .clip import ClipConfig, pretrain_clip, WorldTensors
-from .retrieval import retrieval_metrics, classification_metrics, class_embeddings
+from .evaluate import retrieval_metrics, classification_metrics, class_embeddings
 
 # %% auto #0
 __all__ = ['HOLDOUT', 'METHODS', 'TASKS', 'EmaTextConfig', 'token_embedding', 'encode_from_embeddings', 'mix_token_embeddings',

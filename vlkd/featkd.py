@@ -20,7 +20,7 @@ from .encoders import (EncoderOutput, _Encoder, from_hub, local_weights, vit_enc
 from .data import WorldConfig, CaptionWorld, normalize, hflip, random_resized_crop, digits, mix_seed, batches_per_epoch
 from .train import TrainConfig, History, fit, cached, batch_indices
 from .clip import WorldTensors
-from .retrieval import ProbeConfig, FinetuneConfig, ImageClassifier, linear_probe, finetune
+from .evaluate import ProbeConfig, FinetuneConfig, ImageClassifier, linear_probe, finetune
 
 # %% auto #0
 __all__ = ['GLUE', 'TABLE6_REPORTED', 'HFVisionEncoder', 'data2vec_vision', 'FeatKDConfig', 'image_batches', 'image_teacher',

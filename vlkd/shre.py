@@ -17,7 +17,7 @@ from .encoders import vit_encoder, bert_encoder, bert_tokenizer, from_hub
 from .data import WorldConfig, CaptionWorld, normalize, tokenize
 from .train import TrainConfig, fit, cached
 from .clip import WorldTensors, contrastive_batches
-from .retrieval import ImageClassifier, retrieval_metrics, chunked_median_rank
+from .evaluate import ImageClassifier, retrieval_metrics, chunked_median_rank
 
 # %% auto #0
 __all__ = ['TeacherConfig', 'SHReConfig', 'timm_teacher', 'make_teacher', 'train_teacher', 'teacher_logits', 'SharedOutput',

@@ -19,7 +19,7 @@ from .encoders import vit_encoder, bert_encoder, bert_tokenizer, TwoTower
 from .data import WorldConfig, MultiCrop, mix_seed
 from .train import TrainConfig, History, fit, cached, cache_dir, cache_key, ema_teacher
 from .clip import WorldTensors, contrastive_batches, contrastive_step
-from .retrieval import (zero_shot_classifier, classification_metrics, retrieval_metrics, encode_texts,
+from .evaluate import (zero_shot_classifier, classification_metrics, retrieval_metrics, encode_texts,
                             linear_probe, ProbeConfig, zero_shot_segmentation, miou)
 
 # %% auto #0
