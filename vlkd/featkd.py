@@ -18,16 +18,16 @@ from .losses import data2vec_targets, feature_kd_loss
 from .encoders import (EncoderOutput, _Encoder, from_hub, local_weights, vit_encoder, minilm, truncate,
                            layer_decay_groups)
 from .data import WorldConfig, CaptionWorld, normalize, hflip, random_resized_crop, digits, mix_seed, epoch_batch, batches_per_epoch
-from .train import TrainConfig, History, fit, cached
+from .train import TrainConfig, History, fit, cached, cache_site
 from .clip import WorldTensors
-from .evaluate import (ProbeConfig, FinetuneConfig, ClassifierConfig, ImageClassifier, train_classifier, linear_probe, finetune,
+from .evaluate import (ProbeConfig, FinetuneConfig, ClassifierConfig, ImageClassifier, train_classifier, labelled_batches, linear_probe, finetune,
                            evaluating, batched, predict, accuracy, summarize, paired, gate, halfway_gate, verdict_row,
                            save_verdicts, load_verdicts, verdict_table)
 
 # %% auto #0
-__all__ = ['IMAGE_METRICS', 'GLUE', 'TABLE6_REPORTED', 'IMAGE_CLAIMS', 'TEXT_CLAIMS', 'HFVisionEncoder', 'data2vec_vision',
-           'FeatKDConfig', 'image_batches', 'world_teacher', 'image_teacher', 'teacher_gate', 'distil_step',
-           'teacher_targets', 'make_student', 'distil_loss', 'distil', 'FeatKDResult', 'summary_table',
+__all__ = ['TEACHER_SITE', 'IMAGE_METRICS', 'GLUE', 'TABLE6_REPORTED', 'IMAGE_CLAIMS', 'TEXT_CLAIMS', 'HFVisionEncoder',
+           'data2vec_vision', 'FeatKDConfig', 'image_batches', 'world_teacher', 'image_teacher', 'teacher_gate',
+           'distil_step', 'teacher_targets', 'make_student', 'distil_loss', 'distil', 'FeatKDResult', 'summary_table',
            'run_image_featkd', 'image_table', 'text_corpus', 'split_corpus', 'pack_tokens', 'TextKDConfig',
            'sentence_embeddings', 'agreement', 'token_batches', 'text_table', 'run_text_featkd', 'plot_curves',
            'featkd_verdicts', 'reproduce']
@@ -105,7 +105,7 @@ def image_batches(data: WorldTensors,  # a rendered split (uint8 images in memor
     n, size = len(data), data.images.shape[-1]
     batches_per_epoch(n, batch_size)  # fails now if the split is smaller than one batch
     def batch(step: int) -> dict:
-        idx, epoch = epoch_batch(n, batch_size, step, lambda e: mix_seed(seed, e) % 2**63)
+        idx, epoch = epoch_batch(n, batch_size, step, seed)  # permutation of epoch e: shuffle_seed(seed, e)
         g = torch.Generator().manual_seed(mix_seed(seed, epoch, step) % 2**63)
         x = hflip(random_resized_crop(data.float_images(idx), size, scale, generator=g), generator=g)
         return dict(images=normalize(x), labels=data.labels[idx], index=idx)
@@ -133,7 +133,9 @@ def world_teacher(cfg: FeatKDConfig,  # the experiment
         data = train if train is not None else WorldTensors(cfg.world, 'train', cfg.n_train)
         return train_classifier(model, data.images, data.labels, ccfg)
     n_classes = CaptionWorld(cfg.world, 'train', 1).num_classes
-    return cached(key, lambda: ImageClassifier(_vit(cfg, cfg.depth), n_classes), train_fn, name='featkd-teacher', folder=folder)
+    return cached(key, lambda: ImageClassifier(_vit(cfg, cfg.depth), n_classes), train_fn, name='featkd-teacher', folder=folder, site=TEACHER_SITE)
+
+TEACHER_SITE = cache_site('featkd-teacher', 1, 'a00ddeeac732', world_teacher, _vit, train_classifier, labelled_batches, ImageClassifier, WorldTensors.__init__)
 
 def image_teacher(cfg: FeatKDConfig,  # the experiment
                   train: WorldTensors | None = None,  # rendered training split (rendered here if None)
@@ -257,6 +259,10 @@ def summary_table(rows: list[dict],  # an experiment's rows: one dict per arm an
 # %% ../nbs/02_featkd.ipynb #c038
 IMAGE_METRICS = ['val loss', 'world probe', 'world finetune', 'digits probe', 'digits finetune']
 
+def _run_row(arm: str, seed, *metrics: dict, **fields) -> dict:
+    "One run as a row: arm, seed (None: an arm without randomness), descriptive fields, then the metrics of every dict."
+    return dict(arm=arm, seed=seed, **fields, **{k: v for m in metrics for k, v in m.items()})
+
 def _losses(h: History, cfg: TrainConfig) -> dict:
     "Final validation loss, and the mean training loss over the last validation interval (Fig. 12)."
     return {'val loss': h.val['val_loss'][-1], 'train loss': float(np.mean(h.loss[-(cfg.eval_every or 10):]))}
@@ -269,21 +275,23 @@ def run_image_featkd(cfg: FeatKDConfig,  # the experiment; `FeatKDConfig.tiny()`
     train, val, test = (WorldTensors(cfg.world, s, n) for s, n in (('train', cfg.n_train), ('val', cfg.n_val), ('test', cfg.n_test)))
     clf = world_teacher(cfg, train, folder) if cfg.teacher == 'world' else None
     teacher = (clf.encoder if clf is not None else image_teacher(cfg)).eval().requires_grad_(False)
-    data, gates, L = _eval_data(cfg, train, test), [teacher_gate(cfg, clf, test)], cfg.student_depth
+    data, L, tune = _eval_data(cfg, train, test), cfg.student_depth, lambda arm: arm in cfg.finetune_models
     val_b = [dict(images=x, targets=teacher_targets(teacher, x)) for x in _eval_tensors(val)[0].split(256)]  # fixed: targets once
-    rows, hists, models = [], {i: [] for i in cfg.inits}, dict(teacher=teacher)
-    row = lambda arm, seed, model, init, blocks, *ms: rows.append(dict(arm=arm, seed=seed, model=model, init=init, blocks=blocks, **{k: v for m in ms for k, v in m.items()}))
+    rows, hists, models, name = [], {i: [] for i in cfg.inits}, dict(teacher=teacher), 'trained here' if clf is not None else cfg.teacher
     for seed in cfg.seeds:
-        row('teacher', seed, f"teacher ({'trained here' if clf is not None else cfg.teacher})", '-', cfg.depth, _evaluate(teacher, data, cfg, seed, 'teacher' in cfg.finetune_models))
+        rows.append(_run_row('teacher', seed, _evaluate(teacher, data, cfg, seed, tune('teacher')), model=f'teacher ({name})', init='-', blocks=cfg.depth))
         s0 = make_student(teacher, L, 'first')
-        row('undistilled first', seed, 'first half, not distilled', 'first', L, {'val loss': distil_loss(s0, teacher, val_b)}, _evaluate(s0, data, cfg, seed, False))
+        rows.append(_run_row('undistilled first', seed, {'val loss': distil_loss(s0, teacher, val_b)}, _evaluate(s0, data, cfg, seed, False),
+                             model='first half, not distilled', init='first', blocks=L))
         for init in cfg.inits:
             s = make_student(teacher, L, init, seed)
             h = distil(s, teacher, image_batches(train, cfg.distil.batch_size, cfg.crop_scale, seed), val_b, replace(cfg.distil, seed=seed))
             hists[init].append(h); models.setdefault(f'distilled {init}', s)
-            row(f'distilled {init}', seed, 'distilled student', init, L, _losses(h, cfg.distil), _evaluate(s, data, cfg, seed, init in cfg.finetune_models))
-        row('scratch', seed, 'scratch (not distilled)', 'random', L, _evaluate(make_student(teacher, L, 'random', 1000 + seed), data, cfg, seed, 'scratch' in cfg.finetune_models))
-    return FeatKDResult(rows, hists, gates, models)
+            rows.append(_run_row(f'distilled {init}', seed, _losses(h, cfg.distil), _evaluate(s, data, cfg, seed, tune(init)),
+                                 model='distilled student', init=init, blocks=L))
+        scratch = make_student(teacher, L, 'random', 1000 + seed)
+        rows.append(_run_row('scratch', seed, _evaluate(scratch, data, cfg, seed, tune('scratch')), model='scratch (not distilled)', init='random', blocks=L))
+    return FeatKDResult(rows, hists, [teacher_gate(cfg, clf, test)], models)
 
 def image_table(rows: list[dict]) -> list[dict]:
     "Tables 4-5 analogue: mean ± std per arm of the validation loss and the probe / finetune accuracies."
@@ -403,11 +411,11 @@ def token_batches(ids: torch.Tensor,  # (N, T) packed token ids
                   batch_size: int,  # sequences per step
                   seed: int = 0,  # permutation seed
                  ):
-    "`batch(step)` -> dict(input_ids, targets, index): fixed sequences reshuffled every epoch (`epoch_batch`, `mix_seed`)."
+    "`batch(step)` -> dict(input_ids, targets, index): fixed sequences reshuffled every epoch (`epoch_batch`)."
     if len(ids) != len(targets): raise ValueError(f"ids ({len(ids)}) and targets ({len(targets)}) differ in length")
     batches_per_epoch(len(ids), batch_size)  # fails now if not even one batch fits
     def batch(step: int) -> dict:
-        idx, _ = epoch_batch(len(ids), batch_size, step, lambda e: mix_seed(seed, e) % 2**63)
+        idx, _ = epoch_batch(len(ids), batch_size, step, seed)
         return dict(input_ids=ids[idx], targets=targets[idx], index=idx)
     return batch
 
@@ -435,18 +443,18 @@ def run_text_featkd(cfg: TextKDConfig  # the experiment; `TextKDConfig.tiny()` f
     targets, val_b = teacher_targets(teacher, chunks), [dict(input_ids=v, targets=teacher_targets(teacher, v)) for v in val.split(32)]
     t_test = sentence_embeddings(teacher, tok, [s for s, _ in split['test']])
     split = dict(test=split['test'], train=[x for x in split['train'] if x[1] in topics])  # what the evaluation embeds
-    ev = lambda m: _text_eval(m, tok, split, topics, t_test, cfg.k)
-    rows, hists, models = [dict(arm='teacher', seed=None, model='MiniLM-L6 (teacher)', init='-', layers=teacher.n_layers, **ev(teacher))], {i: [] for i in cfg.inits}, dict(teacher=teacher)
+    ev, L = lambda m: _text_eval(m, tok, split, topics, t_test, cfg.k), cfg.student_depth
+    rows, hists, models = [_run_row('teacher', None, ev(teacher), model='MiniLM-L6 (teacher)', init='-', layers=teacher.n_layers)], {i: [] for i in cfg.inits}, dict(teacher=teacher)
     gates = [gate(f'MiniLM-L6 topic probe ({len(topics)} topics)', rows[0]['topic probe'], halfway_gate(len(topics)) if cfg.topic_gate is None else cfg.topic_gate)]
     for init in cfg.inits:
-        s0 = make_student(teacher, cfg.student_depth, init)  # no randomness: one row, seed None
-        rows.append(dict(arm=f'undistilled {init}', seed=None, model='student, not distilled', init=init, layers=cfg.student_depth, **{'val loss': distil_loss(s0, teacher, val_b)}, **ev(s0)))
+        s0 = make_student(teacher, L, init)  # no randomness: one row, seed None
+        rows.append(_run_row(f'undistilled {init}', None, {'val loss': distil_loss(s0, teacher, val_b)}, ev(s0), model='student, not distilled', init=init, layers=L))
         for seed in cfg.seeds:
-            s = make_student(teacher, cfg.student_depth, init)
+            s = make_student(teacher, L, init)
             if cfg.freeze_word_embeddings: s.model.embeddings.word_embeddings.weight.requires_grad_(False)
             h = distil(s, teacher, token_batches(chunks, targets, cfg.train.batch_size, seed), val_b, replace(cfg.train, seed=seed))
             hists[init].append(h); models.setdefault(f'distilled {init}', s)
-            rows.append(dict(arm=f'distilled {init}', seed=seed, model='distilled student', init=init, layers=cfg.student_depth, **_losses(h, cfg.train), **ev(s)))
+            rows.append(_run_row(f'distilled {init}', seed, _losses(h, cfg.train), ev(s), model='distilled student', init=init, layers=L))
     return FeatKDResult(rows, hists, gates, models)
 
 # %% ../nbs/02_featkd.ipynb #c058
