@@ -16,9 +16,9 @@ from .utils import set_seed, save_figure, save_table
 from .losses import kd_loss, ranking_loss
 from .encoders import vit_encoder, bert_encoder, bert_tokenizer, from_hub
 from .data import WorldConfig, CaptionWorld, normalize, tokenize
-from .train import TrainConfig, fit, cached
+from .train import TrainConfig, fit, cached, cache_site
 from .clip import WorldTensors, contrastive_batches
-from .evaluate import (ImageClassifier, ClassifierConfig, train_classifier, predict, accuracy, embed_images, embed_texts,
+from .evaluate import (ImageClassifier, ClassifierConfig, train_classifier, labelled_batches, predict, accuracy, embed_images, embed_texts,
                            embed_split, retrieval_metrics, chunked_median_rank, summarize, paired, gate, verdict_row, save_verdicts)
 
 # %% auto #0
@@ -107,7 +107,9 @@ def train_teacher(cfg: TeacherConfig,  # what to train
         d = data if data is not None else WorldTensors(cfg.world, 'train', cfg.n_train)
         model.history = train_classifier(model, d.images, d.labels, ClassifierConfig(train=cfg.train, flip=False))
         model.zero_grad(set_to_none=True)  # no gradient left over from its own training
-    return cached(cfg, lambda: make_teacher(cfg), train_fn, name='shre-teacher', folder=folder).requires_grad_(False)
+    return cached(cfg, lambda: make_teacher(cfg), train_fn, name='shre-teacher', folder=folder, site=_TEACHER_SITE).requires_grad_(False)
+
+_TEACHER_SITE = cache_site('shre-teacher', 1, '37e58cab2f84', train_teacher, make_teacher, train_classifier, labelled_batches, ImageClassifier)
 
 # %% ../nbs/03_shre.ipynb #c019
 class SharedOutput(NamedTuple):
