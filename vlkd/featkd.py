@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_featkd.ipynb #c002
 from __future__ import annotations
-import copy, math, re
+import copy, math, re, tempfile
 from collections import Counter
 from dataclasses import dataclass, field, replace, asdict
 from pathlib import Path
@@ -517,13 +517,13 @@ def featkd_verdicts(image: FeatKDResult,  # `run_image_featkd`'s result
 
 # %% ../nbs/02_featkd.ipynb #c074
 def reproduce(out_dir=None,  # folder for figures and tables; default `figures/`
-              tiny: bool = False,  # run the `.tiny()` configs (a smoke run)
+              tiny: bool = False,  # run the `.tiny()` configs (a smoke run, with a temporary teacher cache unless `folder`)
               folder=None,  # teacher cache folder; default `vlkd.train.cache_dir()`
              ) -> list[Path]:
     "Run the image and text experiments; write `02_featkd_curves.png`, `02_featkd_image/text.md/.json` and `02_featkd_verdicts.json/.md`."
     icfg, tcfg = (FeatKDConfig.tiny(), TextKDConfig.tiny()) if tiny else (FeatKDConfig(), TextKDConfig())
-    img, txt = run_image_featkd(icfg, folder), run_text_featkd(tcfg)
-    run = 'smoke run (tiny config)' if tiny else 'full config'
+    with tempfile.TemporaryDirectory() as tmp: img = run_image_featkd(icfg, folder or (tmp if tiny else None))
+    txt, run = run_text_featkd(tcfg), 'smoke run (tiny config)' if tiny else 'full config'
     paths = [save_table(image_table(img.rows), '02_featkd_image', out_dir, meta=dict(run=run, config=asdict(icfg), gates=img.gates, runs=img.rows)),
              save_table(text_table(txt.rows, tcfg.k), '02_featkd_text', out_dir, meta=dict(run=run, config=asdict(tcfg), gates=txt.gates, runs=txt.rows))]
     fig = plot_curves(img.histories, txt.histories, smoke=tiny); paths.append(save_figure(fig, '02_featkd_curves', out_dir)); plt.close(fig)
