@@ -17,18 +17,18 @@ from .utils import set_seed, save_figure, save_table
 from .losses import clip_loss, siglip_loss, DINOLoss
 from .encoders import vit_encoder, bert_encoder, bert_tokenizer, TwoTower
 from .data import WorldConfig, MultiCrop, mix_seed, normalize
-from .train import TrainConfig, History, fit, cached, cache_dir, cache_key, ema_teacher
+from .train import TrainConfig, fit, cached, cache_site, ema_teacher
 from .clip import WorldTensors, contrastive_batches, contrastive_step
 from .evaluate import (evaluating, model_device, batched, as_float_images, embed_split, zero_shot_classifier,
                            classification_metrics, retrieval_metrics, linear_probe, ProbeConfig, zero_shot_segmentation,
                            miou, background_miou, summarize, paired, gate, halfway_gate, verdict_row, save_verdicts)
 
 # %% auto #0
-__all__ = ['ARMS', 'METRICS', 'STUDENT_ROWS', 'TABLE2', 'TABLE1', 'METRIC_NAMES', 'CLAIMS', 'PAPER', 'SEG_SETS', 'SMOKE',
-           'SiLCConfig', 'DINOHead', 'SiLCModel', 'make_silc_model', 'silc_batches', 'image_text_loss', 'teacher_stats',
-           'silc_step', 'train_silc', 'segment_objects', 'evaluate_silc', 'few_shot_split', 'arm_config',
-           'AblationConfig', 'SiLCAblation', 'run_silc_ablation', 'ablation_table', 'claim_source', 'silc_verdicts',
-           'plot_segmentation', 'plot_teacher', 'scale_study', 'reproduce']
+__all__ = ['SILC_SITE', 'ARMS', 'METRICS', 'STUDENT_ROWS', 'TABLE2', 'TABLE1', 'METRIC_NAMES', 'CLAIMS', 'PAPER', 'SEG_SETS',
+           'SMOKE', 'SiLCConfig', 'DINOHead', 'SiLCModel', 'make_silc_model', 'silc_batches', 'image_text_loss',
+           'teacher_stats', 'silc_step', 'train_silc', 'segment_objects', 'evaluate_silc', 'few_shot_split',
+           'arm_config', 'AblationConfig', 'SiLCAblation', 'run_silc_ablation', 'ablation_table', 'claim_source',
+           'silc_verdicts', 'plot_segmentation', 'plot_teacher', 'scale_study', 'reproduce']
 
 # %% ../nbs/05_silc.ipynb #c005
 @dataclass
@@ -173,23 +173,26 @@ def _pair(cfg):
     m = make_silc_model(cfg); return nn.ModuleDict(dict(student=m, ema=ema_teacher(m)))
 
 def train_silc(cfg: SiLCConfig,
-               data: WorldTensors | None = None,  # the rendered training split (rendered from cfg when None)
-               cache: bool = True,  # keep/load the trained pair in the cache (`vlkd.train.cached`)
+               data: WorldTensors | None = None,  # the rendered training split of cfg.n_train images (rendered from cfg when None)
+               cache: bool = True,  # keep/load the trained pair in the cache (`vlkd.train.cached` at `SILC_SITE`)
                folder=None,  # cache folder; default `vlkd.train.cache_dir()`
               ) -> SiLCModel:
     "Train a SiLC student (or, with dist_weight=0, its contrastive baselines) with an EMA teacher; the student, with `.ema` and `.history`."
-    hist_path = Path(folder or cache_dir()) / f'silc-{cache_key(cfg, "silc")}.history.json'
+    if data is not None and len(data) != cfg.n_train:
+        raise ValueError(f"data has {len(data)} images but cfg.n_train is {cfg.n_train}: the cache key would not describe the run")
     def train_fn(pair):
         d = data if data is not None else WorldTensors(cfg.world, 'train', cfg.n_train)
-        h = fit(pair['student'], partial(silc_step, teacher=pair['ema'], cfg=cfg), silc_batches(d, cfg), cfg.train, ema=pair['ema'])
-        if cache: h.save(hist_path)
-        pair.history = h
-    if cache: pair = cached(cfg, lambda: _pair(cfg), train_fn, name='silc', folder=folder)
-    else: pair = _pair(cfg); train_fn(pair)
+        return fit(pair['student'], partial(silc_step, teacher=pair['ema'], cfg=cfg), silc_batches(d, cfg), cfg.train, ema=pair['ema'])
+    if cache: pair = cached(cfg, lambda: _pair(cfg), train_fn, name='silc', folder=folder, site=SILC_SITE)
+    else: pair = _pair(cfg); pair.history = train_fn(pair); pair.eval()
     student = pair['student'].eval()
     object.__setattr__(student, 'ema', pair['ema'].eval())  # not a registered submodule: the student's parameters stay its own
-    student.history = getattr(pair, 'history', None) or (History.load(hist_path) if hist_path.exists() else None)
+    student.history = getattr(pair, 'history', None)
     return student
+
+SILC_SITE = cache_site('silc', 1, 'af1d27534fc2', train_silc, _pair, make_silc_model, silc_batches, silc_step, image_text_loss,
+                       DINOHead.__init__, DINOHead.forward, SiLCModel.__init__, SiLCModel.project,  # methods: a notebook class has no source
+                       contrastive_batches, MultiCrop, DINOLoss, clip_loss, siglip_loss, TwoTower, vit_encoder, bert_encoder, ema_teacher)
 
 # %% ../nbs/05_silc.ipynb #c034
 def segment_objects(model,  # has `encode_image_tokens` (patch tokens in the shared space)
