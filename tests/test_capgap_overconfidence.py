@@ -33,3 +33,19 @@ def test_shift_invariance_and_device_free_labels():
     logits, labels = torch.randn(50, 7, generator=g), torch.randint(0, 7, (50,), generator=g)
     shift = 100 * torch.randn(50, 1, generator=g)
     assert overconfidence(logits + shift, labels, 0.4) == overconfidence(logits, labels.tolist(), 0.4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 30), c=st.integers(2, 9), scale=st.floats(0.1, 8.0), seed=st.integers(0, 10_000), gamma=st.floats(0.01, 0.99))
+def test_matches_an_independent_numpy_count(n, c, scale, seed, gamma):
+    "Eq. 7-8 counted one sample at a time in numpy (float64 softmax): errors, and errors whose top probability is >= gamma."
+    import numpy as np
+    g = torch.Generator().manual_seed(seed)
+    logits, labels = scale * torch.randn(n, c, generator=g, dtype=torch.float64), torch.randint(0, c, (n,), generator=g)
+    n_err = n_err_oc = 0
+    for row, y in zip(logits.numpy(), labels.numpy()):
+        prob = np.exp(row - row.max()); prob /= prob.sum()
+        if int(np.argmax(prob)) != int(y): n_err += 1; n_err_oc += bool(prob.max() >= gamma)
+    p = overconfidence(logits, labels, gamma)
+    if n_err == 0: assert math.isnan(p)
+    else: assert abs(p - n_err_oc / n_err) < 1e-12
