@@ -17,17 +17,18 @@ from .utils import set_seed, save_figure, save_table, in_test
 from .losses import hkd_loss
 from .encoders import vit_encoder, bert_tokenizer
 from .data import WorldConfig, batches_per_epoch
-from .train import TrainConfig, fit, cached
-from .clip import ClipConfig, WorldTensors, pretrain_clip
+from .train import TrainConfig, fit, cached, cache_site
+from .clip import ClipConfig, WorldTensors, pretrain_clip, CLIP_SITE
 from .evaluate import (zero_shot_classifier, ImageClassifier, predict, accuracy, labelled_batches, ClassifierConfig,
                            train_classifier, summarize, paired, gate, halfway_gate, verdict_row, save_verdicts)
 
 # %% auto #0
-__all__ = ['RESNETS', 'TEACHER_NAMES', 'CapGapConfig', 'distill_step', 'resnet', 'param_count', 'student', 'pretrained_resnet',
-           'ClipTeacher', 'mlp_head', 'overconfidence', 'plot_overconfidence', 'world_data', 'lowshot_indices',
-           'distill_batches', 'make_teacher', 'train_student', 'CapGapRun', 'capacity_runs', 'capacity_table',
-           'lowshot_runs', 'plot_lowshot', 'overconfidence_table', 'teacher_curves', 'closest_ce_teacher',
-           'teacher_gate', 'student_verdict', 'overconfidence_verdict', 'capgap_verdicts', 'reproduce']
+__all__ = ['RESNETS', 'CAPGAP_SITE', 'TEACHER_NAMES', 'CapGapConfig', 'distill_step', 'resnet', 'param_count', 'student',
+           'pretrained_resnet', 'ClipTeacher', 'mlp_head', 'overconfidence', 'plot_overconfidence', 'world_data',
+           'lowshot_indices', 'distill_batches', 'make_teacher', 'train_student', 'CapGapRun', 'capacity_runs',
+           'capacity_table', 'lowshot_runs', 'plot_lowshot', 'overconfidence_table', 'teacher_curves',
+           'closest_ce_teacher', 'teacher_gate', 'student_verdict', 'overconfidence_verdict', 'capgap_verdicts',
+           'reproduce']
 
 # %% ../nbs/06_capgap.ipynb #c005
 @dataclass
@@ -229,10 +230,11 @@ def distill_batches(images: torch.Tensor,  # (N, 3, H, W) uint8 training images
 
 # %% ../nbs/06_capgap.ipynb #c043
 def _key(cfg, name, subset):
-    "Everything that determines a teacher's weights (recipe 2: `vlkd.evaluate.train_classifier` on a mix_seed stream)."
+    "Everything in the config that determines a teacher's weights (the code is the cache site's); the head's inputs come from the CLIP site's model."
     k = dict(name=name, world=asdict(cfg.world), n_train=cfg.n_train, opt=(cfg.batch_size, cfg.lr, cfg.weight_decay),
-             subset=None if subset is None else subset.tolist(), recipe=2)
-    if name == 'clip-ft': return k | dict(clip=asdict(cfg.clip), head=(cfg.head_hidden, cfg.head_dropout, cfg.head_epochs, cfg.refine))
+             subset=None if subset is None else subset.tolist())
+    if name == 'clip-ft': return k | dict(clip=asdict(cfg.clip), clip_site=[CLIP_SITE.name, CLIP_SITE.version],
+                                          head=(cfg.head_hidden, cfg.head_dropout, cfg.head_epochs, cfg.refine))
     return k | dict(width=cfg.width, epochs=cfg.teacher_epochs) | (dict(clip_tower=asdict(cfg.clip)) if name == 'vit-ce' else {})
 
 def _vit_ce(cfg: CapGapConfig, num_classes: int) -> nn.Module:
@@ -262,12 +264,16 @@ def make_teacher(name: str,  # a key of RESNETS, 'vit-ce', 'clip-raw' or 'clip-f
         teacher = _clip_teacher(cfg, data, refined=True, folder=folder)
         fit_head = lambda h: train_classifier(h, predict(teacher, x), y, ccfg(cfg.head_epochs), transform=None)  # on Eq. 4's y
         make = lambda: (set_seed(_TEACHER_SEED), mlp_head(C, cfg.head_hidden, cfg.head_dropout))[1]
-        teacher.head = cached(_key(cfg, name, subset), make, fit_head, name='capgap-head', folder=folder)
+        teacher.head = cached(_key(cfg, name, subset), make, fit_head, name='capgap-head', folder=folder, site=CAPGAP_SITE)
         return teacher.eval()
     make = {**{r: (lambda r=r: resnet(r, C, cfg.width)) for r in RESNETS}, 'vit-ce': lambda: _vit_ce(cfg, C)}.get(name)
     if make is None: raise ValueError(f"unknown teacher {name!r}")
     seeded = lambda: (set_seed(_TEACHER_SEED), make())[1]
-    return cached(_key(cfg, name, subset), seeded, lambda m: train_classifier(m, x, y, ccfg(cfg.teacher_epochs)), name=f'capgap-{name}', folder=folder)
+    return cached(_key(cfg, name, subset), seeded, lambda m: train_classifier(m, x, y, ccfg(cfg.teacher_epochs)), name=f'capgap-{name}',
+                  folder=folder, site=CAPGAP_SITE)
+
+CAPGAP_SITE = cache_site('capgap', 1, 'f314380446db', make_teacher, _train_config, resnet, _vit_ce, _clip_teacher, ClipTeacher.__init__,
+                         ClipTeacher.similarity, ClipTeacher.forward, mlp_head, train_classifier, labelled_batches, ClassifierConfig)
 
 # %% ../nbs/06_capgap.ipynb #c046
 def train_student(arch: str,  # see `student`
