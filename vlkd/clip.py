@@ -75,7 +75,7 @@ def contrastive_batches(data: WorldTensors,  # rendered training split
     batches_per_epoch(n, batch_size)  # fails now if the set is smaller than one batch
     def batch(step: int) -> dict:
         idx, epoch = epoch_batch(n, batch_size, step, seed)  # epoch e: permutation seeded by shuffle_seed(seed, e)
-        caps = [data.captions[i][mix_seed(i, epoch) % len(data.captions[i])] for i in idx.tolist()]
+        caps = [data.captions[i][mix_seed(seed, i, epoch) % len(data.captions[i])] for i in idx.tolist()]  # the seed picks captions too
         ids, am = tokenize(caps, tok)
         return dict(images=normalize(data.float_images(idx)), input_ids=ids, attention_mask=am, labels=data.labels[idx], index=idx)
     return batch
@@ -101,7 +101,7 @@ def pretrain_clip(cfg: ClipConfig,  # what to train
         model = make_two_tower(cfg); model.history = train_fn(model); return model.eval()
     return cached(cfg, lambda: make_two_tower(cfg), train_fn, name=f'clip-{cfg.loss}', folder=folder, site=CLIP_SITE)
 
-CLIP_SITE = cache_site('clip', 1, '30d32998a97f', pretrain_clip, make_two_tower, contrastive_step, contrastive_batches, WorldTensors.__init__)
+CLIP_SITE = cache_site('clip', 2, '62ca9fb59f08', pretrain_clip, make_two_tower, contrastive_step, contrastive_batches, WorldTensors.__init__)
 
 # %% ../nbs/01d_clip.ipynb #c020
 def evaluate_clip(model: TwoTower, world: WorldConfig, n_test: int = 1000, split: str = 'test') -> dict:
