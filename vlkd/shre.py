@@ -109,7 +109,7 @@ def train_teacher(cfg: TeacherConfig,  # what to train
         model.zero_grad(set_to_none=True)  # no gradient left over from its own training
     return cached(cfg, lambda: make_teacher(cfg), train_fn, name='shre-teacher', folder=folder, site=_TEACHER_SITE).requires_grad_(False)
 
-_TEACHER_SITE = cache_site('shre-teacher', 1, '37e58cab2f84', train_teacher, make_teacher, train_classifier, labelled_batches, ImageClassifier)
+_TEACHER_SITE = cache_site('shre-teacher', 2, '889ee62466d6', train_teacher, make_teacher, train_classifier, labelled_batches, ImageClassifier)
 
 # %% ../nbs/03_shre.ipynb #c019
 class SharedOutput(NamedTuple):
