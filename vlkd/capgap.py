@@ -403,7 +403,8 @@ def overconfidence_verdict(run: CapGapRun, cfg: CapGapConfig) -> dict:
     ce = closest_ce_teacher(run)
     rows = [dict(arm=TEACHER_NAMES[a], seed=_TEACHER_SEED, p=overconfidence(run.test_logits[a, None], run.test_labels, cfg.gamma)) for a in ('clip-ft', ce)]
     c = paired(rows, TEACHER_NAMES['clip-ft'], TEACHER_NAMES[ce], 'p') | dict(metric=f'teacher p(γ={cfg.gamma})')
-    claim = f'The finetuned CLIP teacher is less over-confident on its errors than {TEACHER_NAMES[ce]}, the CE teacher closest to it in top-1'
+    claim = (f'The finetuned CLIP teacher is less over-confident on its errors than {TEACHER_NAMES[ce]}, the CE teacher closest to it in top-1 '
+             '(one teacher seed: n = 1, inconclusive by rule when the gates pass)')
     return verdict_row(claim, '002 §3.3.2 and §4.5, Table 4', c, [teacher_gate(run, t, cfg) for t in ('clip-ft', ce)], claimed='<')
 
 # %% ../nbs/06_capgap.ipynb #v002
@@ -442,7 +443,7 @@ def reproduce(out_dir=None, tiny: bool = False,
               folder=None,  # teacher cache; default vlkd.train.cache_dir(), a temporary folder for a tiny run
              ) -> list[Path]:
     "Tables 1-5 of 002 (`06_capgap_table1..5`), the per-seed `06_capgap_runs`, `06_capgap_verdicts`, and the two plots."
-    cfg = CapGapConfig.tiny() if tiny else CapGapConfig(); meta = asdict(cfg); smoke = 'smoke run (tiny config): ' if tiny else ''
+    cfg = CapGapConfig.tiny() if tiny else CapGapConfig(); meta = asdict(cfg) | dict(smoke_run=tiny); smoke = 'smoke run (tiny config): ' if tiny else ''
     print(smoke + str(cfg)); ce = list(cfg.teachers)
     with (tempfile.TemporaryDirectory() if tiny and folder is None else contextlib.nullcontext(folder)) as folder:
         t1 = capacity_runs('resnet18', ['none', *ce, 'clip-raw', 'clip-ft'], cfg, folder=folder)
