@@ -288,10 +288,10 @@ def ema_center(center: torch.Tensor,  # (1, K) the current center c
                momentum: float,  # m in [0, 1]
               ) -> torch.Tensor:
     "The next center m·c + (1 − m)·mean of the teacher outputs over all views and all ranks (DINO's update)."
-    m = _check_scalar('momentum', momentum)
+    m = float(_check_scalar('momentum', momentum))
     if not 0 <= m <= 1: raise ValueError(f"momentum must be in [0, 1], got {momentum}")
     t = gather_features(torch.cat([v.detach() for v in _views(teacher_out, 'teacher_out')]))
-    return center * m + t.mean(0, keepdim=True).to(center.dtype) * (1 - m)
+    return torch.add(center * m, t.mean(0, keepdim=True).to(center.dtype), alpha=1 - m)
 
 # %% ../nbs/00_losses.ipynb #c045d
 class DINOLoss(nn.Module):
