@@ -213,7 +213,7 @@ class _SigLipLoss(_ContrastiveGrad):
     @staticmethod
     def forward(ctx, I, T, scale, bias):
         with _no_autocast(I):
-            L = torch.addmm(bias, I * scale, T.T)                            # s · I Tᵀ + b in one GEMM
+            L = torch.mm(I * scale, T.T).add_(bias)                          # s · I Tᵀ + b: one GEMM (addmm would first copy b into B² cells)
             terms = F.softplus(L); terms.diagonal().copy_(F.softplus(-L.diagonal()))  # −log σ(z L) = softplus(−z L)
             loss = terms.sum() / len(L); del terms
             if any(ctx.needs_input_grad):                                   # ∂loss/∂L = (σ(L) − Id) / B, in L's buffer
