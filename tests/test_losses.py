@@ -6,8 +6,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings, assume, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from vlkd.losses import (kd_loss, hkd_loss, clip_loss, siglip_loss, ranking_loss, DINOLoss,
-                         data2vec_targets, feature_kd_loss, contrastive_logits, gather_features)
+from vlkd.losses import (kd_loss, hkd_loss, clip_loss, siglip_loss, ranking_loss, DINOLoss, dino_teacher_probs,
+                         dino_cross_entropy, ema_center, data2vec_targets, feature_kd_loss, contrastive_logits,
+                         gather_features)
 
 quick = settings(max_examples=50, deadline=None)
 floats = st.floats(-20, 20, allow_nan=False, width=32)
@@ -135,7 +136,10 @@ def test_dino_at_least_teacher_entropy_and_center_is_convex(st_, tt, ts, m):
     crit.center.uniform_(-1, 1); c0 = crit.center.clone()
     p = F.softmax((t - c0) / tt, -1)
     entropy = -(p * torch.log(p.clamp_min(1e-300))).sum(-1).mean()
-    assert crit(s, t) >= entropy - 1e-9  # Gibbs: cross-entropy >= entropy
+    loss = crit(s, t)
+    assert loss >= entropy - 1e-9  # Gibbs: cross-entropy >= entropy
+    torch.testing.assert_close(loss, -(p * F.log_softmax(s / ts, -1)).sum(-1).mean())  # 003 Eq. 2 by hand
+    torch.testing.assert_close(dino_cross_entropy(s, dino_teacher_probs(t, c0, tt), ts), loss)  # the stateless pieces
     torch.testing.assert_close(crit.center, m * c0 + (1 - m) * t.mean(0, keepdim=True))
 
 
@@ -164,25 +168,146 @@ def test_targets_invariant_to_per_layer_affine(hs, a, b):
                                atol=1e-6, rtol=1e-6)
 
 
+def _torch_targets(hs, eps=1e-5):
+    "Eq. 34-38 from torch's own norms: instance_norm over time per layer, layer mean, layer_norm."
+    inorm = [F.instance_norm(h.transpose(1, 2), eps=eps).transpose(1, 2) for h in hs]
+    return F.layer_norm(torch.stack(inorm).mean(0), hs[0].shape[-1:], eps=eps)
+
+
 @quick
-@given(hidden, hidden)
-def test_feature_kd_nonnegative_and_zero_on_self(s, t):
+@given(hidden, st.integers(1, 3), st.integers(0, 2**16))
+def test_feature_kd_equals_mse_of_torch_targets(t, n_student, seed):
+    g = torch.Generator().manual_seed(seed)
+    s = [torch.randn(t[0].shape, generator=g, dtype=t[0].dtype) for _ in range(n_student)]
+    expected = ((_torch_targets(s) - _torch_targets(t)) ** 2).mean()
+    torch.testing.assert_close(feature_kd_loss(s, t), expected, atol=1e-9, rtol=1e-7)
+    torch.testing.assert_close(feature_kd_loss(s, targets=_torch_targets(t)), expected, atol=1e-9, rtol=1e-7)
     assert abs(feature_kd_loss(t, t).item()) < 1e-12
-    if s[0].shape == t[0].shape: assert feature_kd_loss(s, t) >= 0
 
 
-# --- errors and the re-export --------------------------------------------------------------------
-@pytest.mark.parametrize('call, message', [
-    (lambda: kd_loss(torch.zeros(2, 3), torch.zeros(3, 3)), 'shape mismatch'),
-    (lambda: kd_loss(torch.zeros(2, 3), torch.zeros(2, 3), tau=-1), 'tau must be > 0'),
-    (lambda: hkd_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0, 3])), 'labels out of range'),
-    (lambda: clip_loss(torch.zeros(0, 3), torch.zeros(0, 3), 1.), 'empty batch'),
-    (lambda: siglip_loss(torch.ones(2, 3), torch.ones(2, 3), torch.tensor(0.), 0.), 'logit_scale must be > 0'),
-    (lambda: data2vec_targets([torch.zeros(1, 4, 2), torch.zeros(1, 5, 2)]), 'layer 1 has shape'),
-    (lambda: feature_kd_loss([torch.zeros(1, 4, 2)], [torch.zeros(1, 5, 2)]), 'shape mismatch'),
-])
-def test_bad_input_raises_value_error(call, message):
-    with pytest.raises(ValueError, match=message): call()
+# --- bad inputs: one table, the exact outcome of each ----------------------------------------------
+nan, inf = float('nan'), float('inf')
+S, T5, Y = torch.randn(4, 5, generator=torch.Generator().manual_seed(0)), torch.randn(4, 5, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 2, 4])
+I6, T6 = torch.randn(6, 8, generator=torch.Generator().manual_seed(2)), torch.randn(6, 8, generator=torch.Generator().manual_seed(3))
+HS = [torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(4)) for _ in range(2)]
+KEEP = [0, 1, 3, 4]  # class 2 is the masked one below
+
+
+def _masked(x, col=2):
+    x = x.clone(); x[:, col] = -inf; return x
+
+
+def _t_only_reference(s, t, tau=1.):
+    "KL with the teacher's class 2 masked: the sum over the other classes, the student's softmax over all."
+    p = F.softmax(t[:, KEEP] / tau, -1)
+    return tau**2 * (p * (p.log() - F.log_softmax(s / tau, -1)[:, KEEP])).sum(-1).mean()
+
+
+def _student_inf(s):
+    s = s.clone(); s[0, 2] = -inf; return s
+
+
+D = torch.randn(4, 7, generator=torch.Generator().manual_seed(5))
+# (id, call, outcome): outcome is (ExceptionType, text the message must contain), or ('value', reference) for accepted input
+BAD_INPUTS = [
+    # temperatures, weights, scales, margins, eps: NaN, ±inf, wrong types and shapes
+    ('kd tau nan', lambda: kd_loss(S, T5, nan), (ValueError, 'tau must be > 0 and finite')),
+    ('kd tau +inf', lambda: kd_loss(S, T5, inf), (ValueError, 'tau must be > 0 and finite')),
+    ('kd tau -inf', lambda: kd_loss(S, T5, -inf), (ValueError, 'tau must be > 0 and finite')),
+    ('kd tau -1', lambda: kd_loss(S, T5, -1), (ValueError, 'tau must be > 0')),
+    ('kd tau tensor nan', lambda: kd_loss(S, T5, torch.tensor(nan)), (ValueError, 'tau must be > 0 and finite')),
+    ('kd tau str', lambda: kd_loss(S, T5, '2'), (TypeError, 'tau must be a real number')),
+    ('kd tau None', lambda: kd_loss(S, T5, None), (TypeError, 'tau must be a real number')),
+    ('kd tau bool', lambda: kd_loss(S, T5, True), (TypeError, 'tau must be a real number')),
+    ('kd tau vector', lambda: kd_loss(S, T5, torch.ones(2)), (ValueError, 'tau must be a scalar')),
+    ('kd tau one-element tensor', lambda: kd_loss(S, T5, torch.tensor([2.])), ('value', lambda: kd_loss(S, T5, 2.))),
+    ('kd integer logits', lambda: kd_loss(S.long(), T5), (TypeError, 'student_logits must be a floating-point')),
+    ('kd shape mismatch', lambda: kd_loss(S, T5[:3]), (ValueError, 'shape mismatch')),
+    ('hkd alpha nan', lambda: hkd_loss(S, T5, Y, alpha=nan), (ValueError, 'alpha must be >= 0 and finite')),
+    ('hkd alpha -1', lambda: hkd_loss(S, T5, Y, alpha=-1.), (ValueError, 'alpha must be >= 0 and finite')),
+    ('hkd beta inf', lambda: hkd_loss(S, T5, Y, beta=inf), (ValueError, 'beta must be >= 0 and finite')),
+    ('hkd beta None', lambda: hkd_loss(S, T5, Y, beta=None), (TypeError, 'beta must be a real number')),
+    ('hkd tau inf', lambda: hkd_loss(S, T5, Y, tau=inf), (ValueError, 'tau must be > 0 and finite')),
+    ('hkd float labels', lambda: hkd_loss(S, T5, Y.float()), (ValueError, 'labels must be an integer tensor')),
+    ('hkd labels out of range', lambda: hkd_loss(S, T5, Y + 1), (ValueError, 'labels out of range')),
+    ('clip scale nan', lambda: clip_loss(I6, T6, nan), (ValueError, 'logit_scale must be > 0 and finite')),
+    ('clip scale inf', lambda: clip_loss(I6, T6, inf), (ValueError, 'logit_scale must be > 0 and finite')),
+    ('clip scale 0', lambda: clip_loss(I6, T6, 0.), (ValueError, 'logit_scale must be > 0')),
+    ('clip scale learned nan', lambda: clip_loss(I6, T6, torch.tensor(nan, requires_grad=True)), (ValueError, 'logit_scale must be > 0 and finite')),
+    ('clip scale (1,) inf', lambda: clip_loss(I6, T6, torch.tensor([inf])), (ValueError, 'logit_scale must be > 0 and finite')),
+    ('clip scale None', lambda: clip_loss(I6, T6, None), (TypeError, 'logit_scale must be a real number')),
+    ('clip scale vector', lambda: clip_loss(I6, T6, torch.full((6,), 10.)), (ValueError, 'logit_scale must be a scalar')),
+    ('clip integer features', lambda: clip_loss(I6.long(), T6, 10.), (TypeError, 'image_features must be a floating-point')),
+    ('clip empty batch', lambda: clip_loss(I6[:0], T6[:0], 10.), (ValueError, 'empty batch')),
+    ('contrastive_logits scale -inf', lambda: contrastive_logits(I6, T6, -inf), (ValueError, 'logit_scale must be > 0 and finite')),
+    ('siglip bias None', lambda: siglip_loss(I6, T6, 10., None), (TypeError, 'logit_bias must be a real number')),
+    ('siglip bias per column', lambda: siglip_loss(I6, T6, 10., torch.zeros(6)), (ValueError, 'logit_bias must be a scalar')),
+    ('siglip bias nan', lambda: siglip_loss(I6, T6, 10., nan), (ValueError, 'logit_bias must be finite')),
+    ('siglip bias -inf', lambda: siglip_loss(I6, T6, 10., torch.tensor(-inf)), (ValueError, 'logit_bias must be finite')),
+    ('siglip bias str', lambda: siglip_loss(I6, T6, 10., '-10'), (TypeError, 'logit_bias must be a real number')),
+    ('siglip scale -inf', lambda: siglip_loss(I6, T6, -inf, -10.), (ValueError, 'logit_scale must be > 0 and finite')),
+    ('siglip bias (1,)', lambda: siglip_loss(I6, T6, 10., torch.tensor([-10.])), ('value', lambda: siglip_loss(I6, T6, 10., -10.))),
+    ('siglip bias (1, 1)', lambda: siglip_loss(I6, T6, 10., torch.tensor([[-10.]])), ('value', lambda: siglip_loss(I6, T6, 10., -10.))),
+    ('ranking margin nan', lambda: ranking_loss(I6, T6, nan), (ValueError, 'margin must be >= 0 and finite')),
+    ('ranking margin inf', lambda: ranking_loss(I6, T6, inf), (ValueError, 'margin must be >= 0 and finite')),
+    ('ranking margin -0.1', lambda: ranking_loss(I6, T6, -0.1), (ValueError, 'margin must be >= 0')),
+    # DINO: out_dim, temperatures, momentum, views
+    ('dino out_dim 7.5', lambda: DINOLoss(7.5), (TypeError, 'out_dim must be an integer')),
+    ('dino out_dim True', lambda: DINOLoss(True), (TypeError, 'out_dim must be an integer')),
+    ('dino out_dim str', lambda: DINOLoss('7'), (TypeError, 'out_dim must be an integer')),
+    ('dino out_dim 0', lambda: DINOLoss(0), (ValueError, 'out_dim must be >= 1')),
+    ('dino out_dim -3', lambda: DINOLoss(-3), (ValueError, 'out_dim must be >= 1')),
+    ('dino teacher_temp nan', lambda: DINOLoss(7, teacher_temp=nan), (ValueError, 'teacher_temp must be > 0 and finite')),
+    ('dino student_temp inf', lambda: DINOLoss(7, student_temp=inf), (ValueError, 'student_temp must be > 0 and finite')),
+    ('dino center_momentum nan', lambda: DINOLoss(7, center_momentum=nan), (ValueError, 'center_momentum must be finite')),
+    ('dino center_momentum 1.5', lambda: DINOLoss(7, center_momentum=1.5), (ValueError, 'center_momentum must be in [0, 1]')),
+    ('dino student views of two batch sizes', lambda: DINOLoss(7)([D, D[:3]], [D, D]), (ValueError, 'student_out: view 1 has shape (3, 7)')),
+    ('dino teacher views of two batch sizes', lambda: DINOLoss(7)([D, D], [D, D[:2]]), (ValueError, 'teacher_out: view 1 has shape (2, 7)')),
+    ('dino student/teacher batch differ', lambda: DINOLoss(7)(D, D[:3]), (ValueError, 'student_out has batch 4, teacher_out 3')),
+    ('dino teacher batch 1 (would broadcast)', lambda: DINOLoss(7)(D, D[:1]), (ValueError, 'student_out has batch 4, teacher_out 1')),
+    ('dino integer student', lambda: DINOLoss(7)(D.long(), D), (TypeError, 'student_out must be a floating-point')),
+    ('dino integer teacher', lambda: DINOLoss(7)(D, D.long()), (TypeError, 'teacher_out must be a floating-point')),
+    ('dino wrong width', lambda: DINOLoss(6)(D, D), (ValueError, 'last dim 7 != out_dim 6')),
+    ('dino_cross_entropy batch differ', lambda: dino_cross_entropy(D, D[:1].softmax(-1), 0.1), (ValueError, 'batch and K must agree')),
+    ('ema_center momentum inf', lambda: ema_center(torch.zeros(1, 7), D, inf), (ValueError, 'momentum must be finite')),
+    # Data2Vec targets / feature KD
+    ('data2vec T == 1', lambda: data2vec_targets([torch.randn(2, 1, 3)]), (ValueError, 'needs T >= 2 time steps')),
+    ('data2vec eps nan', lambda: data2vec_targets(HS, eps=nan), (ValueError, 'eps must be > 0 and finite')),
+    ('data2vec eps inf', lambda: data2vec_targets(HS, eps=inf), (ValueError, 'eps must be > 0 and finite')),
+    ('data2vec integer states', lambda: data2vec_targets([h.long() for h in HS]), (TypeError, 'hidden_states[0] must be a floating-point')),
+    ('feature_kd teacher and targets', lambda: feature_kd_loss(HS, HS, targets=data2vec_targets(HS)), (ValueError, 'exactly one of')),
+    ('feature_kd neither', lambda: feature_kd_loss(HS), (ValueError, 'exactly one of')),
+    ('feature_kd targets wrong shape', lambda: feature_kd_loss(HS, targets=torch.zeros(2, 4, 3)), (ValueError, 'shape mismatch')),
+    ('feature_kd targets (B, T) only', lambda: feature_kd_loss(HS, targets=torch.zeros(2, 5)), (ValueError, 'targets must have 3 dims')),
+    ('feature_kd targets given', lambda: feature_kd_loss(HS[:1], targets=data2vec_targets(HS)), ('value', lambda: feature_kd_loss(HS[:1], HS))),
+    # masked classes (−inf logits) in the KD losses: accepted, with the value of the logits without that class
+    ('kd class masked in both', lambda: kd_loss(_masked(S), _masked(T5), 2.), ('value', lambda: kd_loss(S[:, KEEP], T5[:, KEEP], 2.))),
+    ('kd class masked in teacher only', lambda: kd_loss(S, _masked(T5)), ('value', lambda: _t_only_reference(S, T5))),
+    ('kd student -inf where teacher has mass', lambda: kd_loss(_student_inf(S), T5), ('value', lambda: torch.tensor(inf))),
+    ('hkd class masked in both', lambda: hkd_loss(_masked(S), _masked(T5), torch.tensor([0, 1, 3, 4]), 0.3, 0.7, 2.),
+     ('value', lambda: hkd_loss(S[:, KEEP], T5[:, KEEP], torch.tensor([0, 1, 2, 3]), 0.3, 0.7, 2.))),
+]
+
+
+@pytest.mark.parametrize('call, outcome', [pytest.param(c, o, id=i) for i, c, o in BAD_INPUTS])
+def test_bad_input_has_its_exact_outcome(call, outcome):
+    kind, expected = outcome
+    if kind == 'value':
+        got, want = call(), expected()
+        assert got.shape == want.shape == () and got.isfinite() == want.isfinite(), (got, want)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+        return
+    with pytest.raises(Exception) as info: call()
+    assert type(info.value) is kind, f'{type(info.value).__name__}: {info.value}'
+    assert expected in str(info.value), str(info.value)
+
+
+def test_bad_input_table_counts():
+    "The report's numbers: how many bad inputs the table tries, and how many end in each outcome class."
+    from collections import Counter
+    counts = Counter(o[0].__name__ if isinstance(o[0], type) else 'accepted with the right value' for _, _, o in BAD_INPUTS)
+    assert sum(counts.values()) == len(BAD_INPUTS) >= 60, counts
+    assert set(counts) == {'ValueError', 'TypeError', 'accepted with the right value'}, counts
 
 
 def test_gather_features_reexported():

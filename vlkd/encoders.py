@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_encoders.ipynb #c002
 from __future__ import annotations
-import copy, functools, math
+import copy, functools, json, math
 from pathlib import Path
 from typing import NamedTuple
 import numpy as np
@@ -16,10 +16,10 @@ from .utils import save_figure
 
 # %% auto #0
 __all__ = ['VIT_PRESETS', 'BERT_PRESETS', 'OPEN_CLIP_PRESETS', 'patchify', 'sample_image', 'plot_patches', 'EncoderOutput',
-           'ViTEncoder', 'PretrainedUnavailable', 'from_hub', 'local_weights', 'vit_encoder', 'make_conv_stem',
-           'minilm_path', 'TextTokenizer', 'bert_tokenizer', 'HFTextEncoder', 'bert_encoder', 'minilm',
-           'OpenCLIPVisual', 'OpenCLIPText', 'open_clip_encoder', 'truncate', 'TwoTower', 'layer_decay_groups',
-           'reproduce']
+           'ViTEncoder', 'PretrainedUnavailable', 'from_hub', 'local_weights', 'checkpoint_file', 'vit_encoder',
+           'make_conv_stem', 'minilm_path', 'TextTokenizer', 'bert_tokenizer', 'HFTextEncoder', 'bert_encoder',
+           'minilm', 'OpenCLIPVisual', 'OpenCLIPText', 'open_clip_model', 'open_clip_encoder', 'truncate', 'TwoTower',
+           'layer_decay_groups', 'reproduce']
 
 # %% ../nbs/01_encoders.ipynb #c006
 def patchify(images: torch.Tensor,  # (B, C, H, W)
@@ -145,6 +145,25 @@ def local_weights(path) -> Path:
     if not p.exists(): raise FileNotFoundError(f"weights not found: {p}")
     return p
 
+def _has_tensors(obj, depth: int = 2) -> bool:
+    return isinstance(obj, torch.Tensor) or (depth > 0 and isinstance(obj, dict) and any(_has_tensors(v, depth - 1) for v in obj.values()))
+
+def checkpoint_file(path) -> Path:
+    "`path` as a Path if it is a readable checkpoint file (safetensors, or a state dict saved with `torch.save`); else ValueError naming it."
+    p = local_weights(path)
+    if p.is_dir(): raise ValueError(f"{p} is a folder; expected a checkpoint file (.safetensors, or a state dict saved with torch.save)")
+    if p.suffix == '.npz': return p  # original ViT (JAX) weights: timm reads them itself
+    try:
+        if p.suffix == '.safetensors':
+            from safetensors import safe_open
+            with safe_open(str(p), 'pt') as f: ok = len(f.keys()) > 0  # reads the header only
+        else: ok = _has_tensors(torch.load(p, map_location='cpu', weights_only=True))
+    except Exception as e:
+        raise ValueError(f"{p} is not a checkpoint: it is neither a safetensors file nor a state dict saved with torch.save "
+                         f"(readable with weights_only=True) ({type(e).__name__}: {str(e)[:200]})") from e
+    if not ok: raise ValueError(f"{p} is not a checkpoint: it holds no tensors")
+    return p
+
 # %% ../nbs/01_encoders.ipynb #c028
 VIT_PRESETS = {  # CPU-sized ViTs; positions follow Eq. 9 ([I_CLS] gets none: timm's no_embed_class)
     'tiny': dict(arch='vit_tiny_patch16_224', img_size=64, patch_size=8, embed_dim=192, depth=12, num_heads=3, no_embed_class=True),
@@ -161,6 +180,7 @@ def vit_encoder(name: str = 'tiny',  # a key of VIT_PRESETS, or a timm model nam
                ) -> ViTEncoder:
     "A timm ViT image encoder; `vit_encoder()` is the CPU preset (64×64 images, 8×8 patches, 12 blocks, width 192)."
     import timm
+    if weights is not None: weights = checkpoint_file(weights)  # before building: a bad file fails fast
     preset = dict(VIT_PRESETS.get(name, {}))
     if preset and pretrained: raise ValueError(f"vit_encoder: preset {name!r} has no checkpoint; pass a timm model name")
     if conv_stem and pretrained: raise ValueError("vit_encoder: conv_stem=True changes the patch embedding, so no pretrained checkpoint fits it")
@@ -171,7 +191,7 @@ def vit_encoder(name: str = 'tiny',  # a key of VIT_PRESETS, or a timm model nam
     model = from_hub(load, name, f"vit_encoder({arch!r}, weights='path/to/model.safetensors')") if pretrained else load()
     if conv_stem:
         model.patch_embed.proj = make_conv_stem(model.embed_dim, model.patch_embed.patch_size[0], model.patch_embed.proj.in_channels)
-    if weights is not None: timm.models.load_checkpoint(model, str(local_weights(weights)))
+    if weights is not None: timm.models.load_checkpoint(model, str(weights))
     return ViTEncoder(model)
 
 # %% ../nbs/01_encoders.ipynb #c035
@@ -234,9 +254,15 @@ class HFTextEncoder(_Encoder):
         if getattr(model, 'pooler', None) is not None: model.pooler = None
         self.model, self.pool, self.width = model, pool, model.config.hidden_size
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> EncoderOutput:
-        if attention_mask is None: attention_mask = torch.ones_like(input_ids)
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    def forward(self, input_ids: torch.Tensor | None = None,  # (B, T) token ids
+                attention_mask: torch.Tensor | None = None,  # (B, T) 1 for real tokens; default all ones
+                inputs_embeds: torch.Tensor | None = None,  # (B, T, D) word embeddings instead of ids
+               ) -> EncoderOutput:
+        if (input_ids is None) == (inputs_embeds is None): raise ValueError("HFTextEncoder: pass exactly one of input_ids and inputs_embeds")
+        x = input_ids if inputs_embeds is None else inputs_embeds
+        if attention_mask is None: attention_mask = torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
+        if attention_mask.shape != x.shape[:2]: raise ValueError(f"attention_mask {tuple(attention_mask.shape)} does not match the inputs {tuple(x.shape[:2])}")
+        out = self.model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, output_hidden_states=True)
         tokens, m = out.last_hidden_state, attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
         cls = tokens[:, 0] if self.pool == 'cls' else (tokens * m).sum(1) / m.sum(1).clamp(min=1e-9)
         return EncoderOutput(cls, tokens, list(out.hidden_states[1:]))
@@ -253,6 +279,17 @@ BERT_PRESETS = {  # CPU-sized BERTs on the BERT uncased vocabulary
                  max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
 }
 
+def _pretrained_folder(path) -> Path:
+    "A folder written by `save_pretrained`: a JSON config.json and weight files that are checkpoints; else ValueError naming the problem."
+    p = local_weights(path)
+    if not p.is_dir(): raise ValueError(f"weights must be a folder written by save_pretrained, got the file {p}")
+    try: json.loads((p / 'config.json').read_text())
+    except (OSError, ValueError) as e: raise ValueError(f"{p / 'config.json'} is missing or not JSON: {p} is not a folder written by save_pretrained") from e
+    files = sorted(p.glob('*.safetensors')) + sorted(p.glob('pytorch_model*.bin'))
+    if not files: raise ValueError(f"{p} has no weight file (model.safetensors or pytorch_model.bin)")
+    for f in files: checkpoint_file(f)
+    return p
+
 def bert_encoder(name: str = 'tiny',  # a key of BERT_PRESETS, or a hub name such as 'bert-base-uncased' (with pretrained=True)
                  pretrained: bool = False,  # load `name` from the hub with AutoModel.from_pretrained
                  weights: str | Path | None = None,  # a local folder (save_pretrained) to load instead; its config wins
@@ -263,7 +300,7 @@ def bert_encoder(name: str = 'tiny',  # a key of BERT_PRESETS, or a hub name suc
                 ) -> HFTextEncoder:
     "A Hugging Face BERT-like text encoder: a small preset, a hub checkpoint, or a local folder."
     from transformers import AutoModel, BertConfig, BertModel
-    if weights is not None: return HFTextEncoder(AutoModel.from_pretrained(str(local_weights(weights)), local_files_only=True), pool)
+    if weights is not None: return HFTextEncoder(AutoModel.from_pretrained(str(_pretrained_folder(weights)), local_files_only=True), pool)
     if pretrained:
         load = lambda: AutoModel.from_pretrained(name)
         return HFTextEncoder(from_hub(load, name, "bert_encoder(weights='path/to/folder') with a folder written by save_pretrained"), pool)
@@ -330,21 +367,39 @@ OPEN_CLIP_PRESETS = {  # small CLIPs built directly from open_clip configs
                  text_cfg=dict(context_length=32, vocab_size=49408, width=128, heads=2, layers=4)),
 }
 
+def _is_local(pretrained) -> bool:
+    "Is `pretrained` a local file rather than an open_clip tag?"
+    if isinstance(pretrained, Path): return True
+    return isinstance(pretrained, str) and ('/' in pretrained or Path(pretrained).suffix in ('.safetensors', '.pt', '.pth', '.bin', '.ckpt')
+                                             or Path(pretrained).expanduser().is_file())
+
+def open_clip_model(name: str = 'ViT-B-32',  # an open_clip model name, or a key of OPEN_CLIP_PRESETS (a small CLIP)
+                    pretrained: str | Path | None = None,  # None: untrained; an open_clip tag such as 'openai'; or a local checkpoint file
+                    **kwargs,  # more open_clip.create_model arguments (not for presets)
+                   ) -> nn.Module:
+    "An open_clip CLIP: untrained, open_clip's hub checkpoint `pretrained`, or a local checkpoint file."
+    import open_clip
+    path = checkpoint_file(pretrained) if _is_local(pretrained) else None  # a bad file fails before anything is built
+    if name in OPEN_CLIP_PRESETS:
+        if kwargs: raise ValueError(f"open_clip_model: preset {name!r} takes no create_model arguments, got {sorted(kwargs)}")
+        if pretrained is not None and path is None: raise ValueError(f"open_clip_model: preset {name!r} has no hub checkpoint {pretrained!r}; pass a local file")
+        model = open_clip.model.CLIP(**OPEN_CLIP_PRESETS[name])
+        if path is not None: open_clip.load_checkpoint(model, str(path))
+        return model
+    if path is not None: return open_clip.create_model(name, pretrained=str(path), **kwargs)
+    if pretrained is None: return open_clip.create_model(name, **kwargs)
+    return from_hub(lambda: open_clip.create_model(name, pretrained=pretrained, **kwargs), f'{name} ({pretrained})',
+                    f"open_clip_model({name!r}, pretrained='path/to/open_clip_model.safetensors')")
+
 def open_clip_encoder(name: str = 'ViT-B-32',  # an open_clip model name, or a key of OPEN_CLIP_PRESETS
-                      pretrained: str | None = None,  # open_clip's checkpoint tag, e.g. 'openai', 'laion2b_s34b_b79k'
+                      pretrained: str | None = None,  # open_clip's checkpoint tag, e.g. 'openai', 'laion2b_s34b_b79k', or a local file
                       weights: str | Path | None = None,  # a local open_clip checkpoint file to load instead
                       tower: str = 'visual',  # 'visual' or 'text'
                       **kwargs,  # more open_clip.create_model arguments
                      ) -> OpenCLIPVisual | OpenCLIPText:
-    "One tower of an open_clip CLIP as an encoder."
-    import open_clip
+    "One tower of an open_clip CLIP (from `open_clip_model`) as an encoder."
     if tower not in ('visual', 'text'): raise ValueError(f"tower must be 'visual' or 'text', got {tower!r}")
-    if name in OPEN_CLIP_PRESETS: model = open_clip.model.CLIP(**OPEN_CLIP_PRESETS[name])
-    elif weights is not None: model = open_clip.create_model(name, pretrained=str(local_weights(weights)), **kwargs)
-    elif pretrained:
-        load = lambda: open_clip.create_model(name, pretrained=pretrained, **kwargs)
-        model = from_hub(load, f'{name} ({pretrained})', f"open_clip_encoder({name!r}, weights='path/to/open_clip_model.safetensors')")
-    else: model = open_clip.create_model(name, **kwargs)
+    model = open_clip_model(name, Path(weights) if weights is not None else pretrained, **kwargs)
     return OpenCLIPVisual(model.visual) if tower == 'visual' else OpenCLIPText(model)
 
 # %% ../nbs/01_encoders.ipynb #c060

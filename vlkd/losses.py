@@ -4,37 +4,55 @@
 
 # %% ../nbs/00_losses.ipynb #c002
 from __future__ import annotations
-import itertools
+import itertools, numbers
 from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 from .utils import gather_features, save_figure
 
 _all_ = ['gather_features']
 
 # %% auto #0
 __all__ = ['EXAMPLE_CLASSES', 'EXAMPLE_LOGITS', 'plot_onehot_vs_soft', 'plot_softening', 'kd_loss', 'hkd_loss',
-           'contrastive_logits', 'clip_loss', 'plot_contrastive_logits', 'siglip_loss', 'ranking_loss', 'DINOLoss',
-           'data2vec_targets', 'feature_kd_loss', 'reproduce', 'gather_features']
+           'contrastive_logits', 'clip_loss', 'plot_contrastive_logits', 'siglip_loss', 'ranking_loss',
+           'dino_teacher_probs', 'dino_cross_entropy', 'ema_center', 'DINOLoss', 'data2vec_targets', 'feature_kd_loss',
+           'reproduce', 'gather_features']
 
 # %% ../nbs/00_losses.ipynb #c005
 def _check_tensor(x, name: str, ndim: int):
     if not isinstance(x, torch.Tensor): raise ValueError(f"{name} must be a tensor, got {type(x).__name__}")
+    if not x.is_floating_point(): raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
     if x.dim() != ndim: raise ValueError(f"{name} must have {ndim} dims, got shape {tuple(x.shape)}")
     if x.shape[0] == 0: raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)})")
 
 def _check_pair(a, b, names=('student_logits', 'teacher_logits'), ndim: int = 2):
-    "Both tensors with `ndim` dims, a non-empty batch and the same shape."
+    "Both tensors floating point with `ndim` dims, a non-empty batch and the same shape."
     _check_tensor(a, names[0], ndim); _check_tensor(b, names[1], ndim)
     if a.shape != b.shape:
         raise ValueError(f"shape mismatch: {names[0]} {tuple(a.shape)} vs {names[1]} {tuple(b.shape)}")
 
+def _check_scalar(name: str, value, rule: str = 'finite'):
+    "A finite real number or one-element tensor obeying `rule` ('finite', '> 0', '>= 0'); returned as is (a tensor as 0-d)."
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor)):
+        raise TypeError(f"{name} must be a real number or a one-element tensor, got {type(value).__name__}")
+    v = torch.as_tensor(value).detach()
+    if v.dtype == torch.bool or v.is_complex(): raise TypeError(f"{name} must be real, got a {v.dtype} tensor")
+    if v.numel() != 1: raise ValueError(f"{name} must be a scalar (a number or a one-element tensor), got shape {tuple(v.shape)}")
+    ok = torch.isfinite(v) & {'finite': True, '> 0': v > 0, '>= 0': v >= 0}[rule]
+    if not bool(ok): raise ValueError(f"{name} must be {'finite' if rule == 'finite' else rule + ' and finite'}, got {v.item():g}")
+    return value.reshape(()) if isinstance(value, torch.Tensor) else value
+
 def _check_positive(name: str, value):
-    "A scalar (number or one-element tensor) that is > 0."
-    v = torch.as_tensor(value)
-    if v.numel() != 1: raise ValueError(f"{name} must be a scalar, got shape {tuple(v.shape)}")
-    if not bool(v.detach() > 0): raise ValueError(f"{name} must be > 0, got {v.item():g}")
+    "A finite scalar > 0 (a temperature, a logit scale, an ε)."
+    return _check_scalar(name, value, '> 0')
+
+def _check_count(name: str, value) -> int:
+    "An integer ≥ 1 (a size): TypeError for a float or a bool, ValueError below 1."
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral): raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < 1: raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
 
 # %% ../nbs/00_losses.ipynb #c010
 EXAMPLE_CLASSES = ('pointer', 'labrador', 'husky', 'wolf', 'cat', 'horse', 'car', 'truck', 'ship', 'plane')
@@ -75,15 +93,20 @@ def plot_softening(taus=(1, 2, 4, 8),  # temperatures τ to compare
     return fig
 
 # %% ../nbs/00_losses.ipynb #c019
-def kd_loss(student_logits: torch.Tensor,  # (B, C) student scores z
-            teacher_logits: torch.Tensor,  # (B, C) teacher scores u
+def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    "Σⱼ pⱼ (log pⱼ − log qⱼ) per row, where a class with pⱼ = 0 adds 0 (0 · log 0 = 0): a masked class drops out."
+    p = log_p.exp()
+    return (p * (log_p - log_q).masked_fill(p == 0, 0.)).sum(-1)
+
+def kd_loss(student_logits: torch.Tensor,  # (B, C) student scores z; −inf masks a class
+            teacher_logits: torch.Tensor,  # (B, C) teacher scores u; −inf masks a class
             tau: float = 1.0,  # distillation temperature τ > 0
            ) -> torch.Tensor:
     "Hinton's KD loss τ² · KL(softmax(u/τ) ‖ softmax(z/τ)), averaged over the batch (002 Eq. 3)."
-    _check_pair(student_logits, teacher_logits); _check_positive('tau', tau)
+    _check_pair(student_logits, teacher_logits); tau = _check_positive('tau', tau)
     log_q = F.log_softmax(student_logits / tau, dim=-1)
-    log_p = F.log_softmax(teacher_logits / tau, dim=-1)  # log-space target: exact zeros do not give 0·log 0
-    return tau**2 * F.kl_div(log_q, log_p, reduction='batchmean', log_target=True)
+    log_p = F.log_softmax(teacher_logits / tau, dim=-1)  # log space: no probability rounds to 0 before the log
+    return tau**2 * _kl_rows(log_p, log_q).mean()
 
 # %% ../nbs/00_losses.ipynb #c024
 def _check_labels(labels, logits):
@@ -93,22 +116,23 @@ def _check_labels(labels, logits):
     if labels.numel() and (labels.min() < 0 or labels.max() >= logits.shape[1]):
         raise ValueError(f"labels out of range [0, {logits.shape[1]}): min {labels.min().item()}, max {labels.max().item()}")
 
-def hkd_loss(student_logits: torch.Tensor,  # (B, C) student scores
-             teacher_logits: torch.Tensor,  # (B, C) teacher scores
+def hkd_loss(student_logits: torch.Tensor,  # (B, C) student scores; −inf masks a class
+             teacher_logits: torch.Tensor,  # (B, C) teacher scores; −inf masks a class
              labels: torch.Tensor,  # (B,) integer classes in [0, C)
-             alpha: float = 0.5,  # weight of the distillation term `kd_loss` (torchdistill: beta; DistilBERT: alpha_ce)
-             beta: float = 0.5,  # weight of the label cross-entropy (torchdistill: alpha; DistilBERT: alpha_mlm)
+             alpha: float = 0.5,  # weight ≥ 0 of the distillation term `kd_loss` (torchdistill: beta; DistilBERT: alpha_ce)
+             beta: float = 0.5,  # weight ≥ 0 of the label cross-entropy (torchdistill: alpha; DistilBERT: alpha_mlm)
              tau: float = 1.0,  # distillation temperature; the cross-entropy uses the raw logits
             ) -> torch.Tensor:
     "Hinton KD as in 002 Eq. 1: alpha · kd_loss + beta · cross-entropy with the labels."
     _check_pair(student_logits, teacher_logits); _check_labels(labels, student_logits)
-    if alpha < 0 or beta < 0: raise ValueError(f"alpha and beta must be >= 0, got {alpha}, {beta}")
+    alpha, beta = _check_scalar('alpha', alpha, '>= 0'), _check_scalar('beta', beta, '>= 0')
     return alpha * kd_loss(student_logits, teacher_logits, tau) + beta * F.cross_entropy(student_logits, labels.long())
 
 # %% ../nbs/00_losses.ipynb #c028
-def _normalize_pair(a, b, names):
+def _normalize_pair(a, b, names, dtype=None):
+    "Check a pair of (B, D) feature batches and L2-normalise them (in `dtype` if given)."
     _check_pair(a, b, names)
-    return F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    return F.normalize(a.to(dtype or a.dtype), dim=-1), F.normalize(b.to(dtype or b.dtype), dim=-1)
 
 def contrastive_logits(image_features: torch.Tensor,  # (B, D), normalised inside
                        text_features: torch.Tensor,  # (B, D), normalised inside
@@ -116,17 +140,54 @@ def contrastive_logits(image_features: torch.Tensor,  # (B, D), normalised insid
                       ) -> torch.Tensor:
     "The B×B matrix L = exp(t) · I Tᵀ of scaled cosine similarities, matching pairs on the diagonal (001 Eq. 24, 32)."
     I, T = _normalize_pair(image_features, text_features, ('image_features', 'text_features'))
-    _check_positive('logit_scale', logit_scale)
-    return logit_scale * I @ T.T
+    return _check_positive('logit_scale', logit_scale) * I @ T.T
+
+def _diag_cross_entropy(L: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    "P = softmax(L) along `dim` and −log Pᵢᵢ for each row (dim=1) or column (dim=0), accurate to a few roundings."
+    P = torch.softmax(L, dim); d = P.diagonal().clone(); tiny = torch.finfo(d.dtype).tiny
+    P.diagonal().zero_(); off = P.sum(dim); P.diagonal().copy_(d)   # Σ_{k≠i} P_ik from the small terms, not 1 − P_ii
+    ce = torch.log1p(off / d)                                        # −log P_ii = log((P_ii + off) / P_ii)
+    if not bool((d > tiny).all()): ce = torch.where(d > tiny, ce, L.logsumexp(dim) - L.diagonal())  # P_ii underflowed
+    return P, ce
+
+def _no_autocast(x: torch.Tensor): return torch.autocast(x.device.type, enabled=False)
+
+class _ContrastiveGrad(torch.autograd.Function):
+    "Shared backward of the contrastive losses: the forward saved G with ∂loss/∂L = factor · G, L = s · I Tᵀ (+ b)."
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        G, I, T, scale = ctx.saved_tensors; f = g * ctx.factor; need = ctx.needs_input_grad
+        GT = G @ T if need[0] or need[2] else None                          # ∂/∂I = s·f·G T
+        g_scale = f * (GT * I).sum() if need[2] else None                   # ∂/∂s = f·Σ G ∘ (I Tᵀ) = f·Σ I ∘ (G T)
+        g_I = GT.mul_(f * scale) if need[0] else None
+        g_T = (G.T @ I).mul_(f * scale) if need[1] else None                # ∂/∂T = s·f·Gᵀ I
+        return (g_I, g_T, g_scale) + ((f * G.sum() if need[3] else None,) if len(need) > 3 else ())  # ∂/∂b = f·Σ G
+
+class _ClipLoss(_ContrastiveGrad):
+    @staticmethod
+    def forward(ctx, I, T, scale):
+        with _no_autocast(I):
+            L = (I * scale) @ T.T                                            # one GEMM; scaling I costs B·D, not B²
+            (P, ce_row), (P_col, ce_col) = _diag_cross_entropy(L, 1), _diag_cross_entropy(L, 0)
+            del L
+            if any(ctx.needs_input_grad):                                   # ∂loss/∂L = (P_row + P_col − 2·Id) / 2B, in P_row
+                P.add_(P_col).diagonal().sub_(2.); ctx.factor = 0.5 / len(P)
+                ctx.save_for_backward(P, I, T, scale)
+            return (ce_row.mean() + ce_col.mean()) / 2
+
+def _contrastive_inputs(image_features, text_features, logit_scale):
+    "Normalised features in at least float32 and the scale as a 0-d tensor of their dtype and device."
+    dt = torch.promote_types(image_features.dtype, torch.float32) if isinstance(image_features, torch.Tensor) else None
+    I, T = _normalize_pair(image_features, text_features, ('image_features', 'text_features'), dt)
+    return I, T, torch.as_tensor(_check_positive('logit_scale', logit_scale), dtype=dt, device=I.device)
 
 def clip_loss(image_features: torch.Tensor,  # (B, D) image features (any norm)
               text_features: torch.Tensor,  # (B, D) text features; row i matches image i
-              logit_scale,  # exp(t), e.g. `model.logit_scale` of `TwoTower` or open_clip's `logit_scale.exp()`
+              logit_scale,  # exp(t) > 0, e.g. `model.logit_scale` of `TwoTower` or open_clip's `logit_scale.exp()`
              ) -> torch.Tensor:
     "CLIP's symmetric contrastive loss: the mean of image→text and text→image cross-entropy over L (001 Eq. 25-27, 33)."
-    L = contrastive_logits(image_features, text_features, logit_scale)
-    i2t, t2i = L.logsumexp(dim=1).mean(), L.logsumexp(dim=0).mean()  # softmax over rows, over columns
-    return (i2t + t2i) / 2 - L.diagonal().mean()
+    return _ClipLoss.apply(*_contrastive_inputs(image_features, text_features, logit_scale))
 
 # %% ../nbs/00_losses.ipynb #c033
 def plot_contrastive_logits(image_features=None,  # (B, D); default: a small synthetic batch
@@ -148,14 +209,27 @@ def plot_contrastive_logits(image_features=None,  # (B, D); default: a small syn
     return fig
 
 # %% ../nbs/00_losses.ipynb #c037
+class _SigLipLoss(_ContrastiveGrad):
+    @staticmethod
+    def forward(ctx, I, T, scale, bias):
+        with _no_autocast(I):
+            L = torch.mm(I * scale, T.T).add_(bias)                          # s · I Tᵀ + b: one GEMM (addmm would first copy b into B² cells)
+            terms = F.softplus(L); terms.diagonal().copy_(F.softplus(-L.diagonal()))  # −log σ(z L) = softplus(−z L)
+            loss = terms.sum() / len(L); del terms
+            if any(ctx.needs_input_grad):                                   # ∂loss/∂L = (σ(L) − Id) / B, in L's buffer
+                L.sigmoid_().diagonal().sub_(1.); ctx.factor = 1. / len(L)
+                ctx.save_for_backward(L, I, T, scale)
+            return loss
+
 def siglip_loss(image_features: torch.Tensor,  # (B, D) image features (any norm)
                 text_features: torch.Tensor,  # (B, D) text features; row i matches image i
                 logit_scale,  # the multiplier exp(t) > 0 (open_clip: `logit_scale.exp()`)
-                logit_bias,  # the learned bias b, added to every logit
+                logit_bias,  # the learned bias b, one finite number (float, 0-d or one-element tensor), added to every logit
                ) -> torch.Tensor:
     "SigLIP's pairwise sigmoid loss −Σᵢⱼ log σ(zᵢⱼ Lᵢⱼ) / B, L = exp(t)·I Tᵀ + b, z = +1 on the diagonal, −1 elsewhere."
-    logits = contrastive_logits(image_features, text_features, logit_scale) + logit_bias
-    return (F.softplus(logits).sum() - logits.diagonal().sum()) / len(logits)
+    I, T, scale = _contrastive_inputs(image_features, text_features, logit_scale)
+    bias = torch.as_tensor(_check_scalar('logit_bias', logit_bias), dtype=I.dtype, device=I.device)
+    return _SigLipLoss.apply(I, T, scale, bias)
 
 # %% ../nbs/00_losses.ipynb #c041
 def ranking_loss(a: torch.Tensor,  # (B, D) anchors, e.g. images x^v
@@ -165,7 +239,7 @@ def ranking_loss(a: torch.Tensor,  # (B, D) anchors, e.g. images x^v
                 ) -> torch.Tensor:
     "SHRe's hinge ranking loss Σᵢ Σ_{j≠i} max(0, Δ − cos(aᵢ, bᵢ) + cos(aᵢ, bⱼ)) (001 Eq. 30)."
     a, b = _normalize_pair(a, b, ('a', 'b'))
-    if margin < 0: raise ValueError(f"margin must be >= 0, got {margin}")
+    margin = _check_scalar('margin', margin, '>= 0')
     if reduction not in ('sum', 'mean'): raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
     sim = a @ b.T
     hinge = (margin - sim.diagonal()[:, None] + sim).clamp_min(0)
@@ -173,25 +247,70 @@ def ranking_loss(a: torch.Tensor,  # (B, D) anchors, e.g. images x^v
     return hinge.sum() if reduction == 'sum' else hinge.sum() / max(len(sim) * (len(sim) - 1), 1)
 
 # %% ../nbs/00_losses.ipynb #c045
+def _views(x, name: str) -> list[torch.Tensor]:
+    "One (B, K) tensor or a list of views, as a non-empty list of floating-point (B, K) tensors of one shape."
+    views = [x] if isinstance(x, torch.Tensor) else list(x)
+    if not views: raise ValueError(f"{name}: no views")
+    for v, view in enumerate(views):
+        _check_tensor(view, name if len(views) == 1 else f'{name}[{v}]', 2)
+        if view.shape != views[0].shape:
+            raise ValueError(f"{name}: view {v} has shape {tuple(view.shape)}, view 0 {tuple(views[0].shape)}; every view needs the same batch and K")
+    return views
+
+def dino_teacher_probs(teacher_out: torch.Tensor,  # (B, K) teacher head outputs of one view
+                       center,  # (1, K) center c (or 0)
+                       teacher_temp: float,  # τt > 0, sharpens
+                      ) -> torch.Tensor:
+    "The teacher's targets softmax((t − c)/τt), centred and sharpened, as constants (003 Eq. 2)."
+    _check_tensor(teacher_out, 'teacher_out', 2)
+    return F.softmax((teacher_out.detach() - center) / _check_positive('teacher_temp', teacher_temp), dim=-1)
+
+def dino_cross_entropy(student_out,  # (B, K) or a list of student views, each (B, K)
+                       teacher_probs,  # (B, K) or a list of teacher targets from `dino_teacher_probs`
+                       student_temp: float,  # τs > 0
+                       skip_same: bool = True,  # with lists: skip student view v against teacher view v (the same crop)
+                      ) -> torch.Tensor:
+    "−Σₖ pₖ log softmax(s/τs)ₖ, batch mean, averaged over (teacher view, student view) pairs (003 Eq. 2, DINO's multi-crop)."
+    single = isinstance(student_out, torch.Tensor) and isinstance(teacher_probs, torch.Tensor)
+    students, targets = _views(student_out, 'student_out'), _views(teacher_probs, 'teacher_probs')
+    if students[0].shape != targets[0].shape:
+        raise ValueError(f"student_out views {tuple(students[0].shape)} vs teacher views {tuple(targets[0].shape)}: batch and K must agree")
+    tau_s = _check_positive('student_temp', student_temp)
+    log_q = [F.log_softmax(s / tau_s, dim=-1) for s in students]
+    terms = [-(p.detach() * q).sum(-1).mean() for i, p in enumerate(targets) for j, q in enumerate(log_q)
+             if single or not skip_same or i != j]
+    if not terms: raise ValueError("no (teacher, student) view pair left after skipping same views")
+    return sum(terms) / len(terms)
+
+@torch.no_grad()
+def ema_center(center: torch.Tensor,  # (1, K) the current center c
+               teacher_out,  # (B, K) or a list of teacher views
+               momentum: float,  # m in [0, 1]
+              ) -> torch.Tensor:
+    "The next center m·c + (1 − m)·mean of the teacher outputs over all views and all ranks (DINO's update)."
+    m = float(_check_scalar('momentum', momentum))
+    if not 0 <= m <= 1: raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+    t = gather_features(torch.cat([v.detach() for v in _views(teacher_out, 'teacher_out')]))
+    return torch.add(center * m, t.mean(0, keepdim=True).to(center.dtype), alpha=1 - m)
+
+# %% ../nbs/00_losses.ipynb #c045d
 class DINOLoss(nn.Module):
     "DINO / SiLC self-distillation (003 Eq. 2): student-to-teacher cross-entropy, then the center's momentum update."
-    def __init__(self, out_dim: int,  # K, the size of the projection head's output
+    def __init__(self, out_dim: int,  # K, the size of the projection head's output (an integer ≥ 1)
                  teacher_temp: float = 0.04,  # τt, sharpens the teacher
                  student_temp: float = 0.1,  # τs
                  center_momentum: float = 0.9,  # m in c ← m·c + (1 − m)·mean(teacher)
                 ):
         super().__init__()
-        for n, v in [('out_dim', out_dim), ('teacher_temp', teacher_temp), ('student_temp', student_temp)]: _check_positive(n, v)
-        if not 0 <= center_momentum <= 1: raise ValueError(f"center_momentum must be in [0, 1], got {center_momentum}")
+        out_dim = _check_count('out_dim', out_dim)
+        for n, v in [('teacher_temp', teacher_temp), ('student_temp', student_temp)]: _check_positive(n, v)
+        if not 0 <= _check_scalar('center_momentum', center_momentum) <= 1: raise ValueError(f"center_momentum must be in [0, 1], got {center_momentum}")
         self.teacher_temp, self.student_temp, self.center_momentum = teacher_temp, student_temp, center_momentum
         self.register_buffer('center', torch.zeros(1, out_dim))
 
     def _views(self, x, name):
-        views = [x] if isinstance(x, torch.Tensor) else list(x)
-        if not views: raise ValueError(f"{name}: no views")
-        for v in views:
-            _check_tensor(v, name, 2)
-            if v.shape[1] != self.center.shape[1]: raise ValueError(f"{name}: last dim {v.shape[1]} != out_dim {self.center.shape[1]}")
+        views = _views(x, name)
+        if views[0].shape[1] != self.center.shape[1]: raise ValueError(f"{name}: last dim {views[0].shape[1]} != out_dim {self.center.shape[1]}")
         return views
 
     def forward(self, student_out,  # (B, K) or a list of student views, each (B, K)
@@ -199,21 +318,18 @@ class DINOLoss(nn.Module):
                 skip_same: bool = True,  # with lists: skip student view v against teacher view v
                ) -> torch.Tensor:
         "Average over (teacher view, student view) pairs of the batch-mean cross-entropy; then update the center."
-        single = isinstance(student_out, torch.Tensor) and isinstance(teacher_out, torch.Tensor)
         students, teachers = self._views(student_out, 'student_out'), self._views(teacher_out, 'teacher_out')
-        p_t = [F.softmax((t - self.center) / self.teacher_temp, dim=-1).detach() for t in teachers]
-        log_p_s = [F.log_softmax(s / self.student_temp, dim=-1) for s in students]
-        terms = [-(p * q).sum(-1).mean() for i, p in enumerate(p_t) for j, q in enumerate(log_p_s)
-                 if single or not skip_same or i != j]
-        if not terms: raise ValueError("no (teacher, student) view pair left after skipping same views")
+        if len(students[0]) != len(teachers[0]): raise ValueError(f"student_out has batch {len(students[0])}, teacher_out {len(teachers[0])}")
+        p_t = [dino_teacher_probs(t, self.center, self.teacher_temp) for t in teachers]
+        single = isinstance(student_out, torch.Tensor) and isinstance(teacher_out, torch.Tensor)
+        loss = dino_cross_entropy(student_out if single else students, p_t[0] if single else p_t, self.student_temp, skip_same)
         self.update_center(teachers)
-        return sum(terms) / len(terms)
+        return loss
 
     @torch.no_grad()
     def update_center(self, teacher_out):
-        "c ← m·c + (1 − m)·mean of the teacher outputs (all views, all ranks)."
-        t = gather_features(torch.cat([v.detach() for v in self._views(teacher_out, 'teacher_out')]))
-        self.center.mul_(self.center_momentum).add_(t.mean(0, keepdim=True).to(self.center.dtype), alpha=1 - self.center_momentum)
+        "c ← m·c + (1 − m)·mean of the teacher outputs (all views, all ranks), with `ema_center`."
+        self.center.copy_(ema_center(self.center, self._views(teacher_out, 'teacher_out'), self.center_momentum))
 
 # %% ../nbs/00_losses.ipynb #c053
 def _check_hidden_states(hs, name: str):
@@ -222,12 +338,13 @@ def _check_hidden_states(hs, name: str):
         _check_tensor(h, f'{name}[{l}]', 3)
         if h.shape != hs[0].shape: raise ValueError(f"{name}: layer {l} has shape {tuple(h.shape)}, layer 0 has {tuple(hs[0].shape)}")
 
-def data2vec_targets(hidden_states: list[torch.Tensor],  # the L layer outputs, each (B, T, D)
+def data2vec_targets(hidden_states: list[torch.Tensor],  # the L layer outputs, each (B, T, D), T ≥ 2
                      eps: float = 1e-5,  # ε of both norms (torch's default)
                     ) -> torch.Tensor:
     "Data2Vec's target (001 Eq. 34-38): instance norm over time per layer, mean over layers, parameter-free layer norm; (B, T, D)."
     _check_hidden_states(hidden_states, 'hidden_states'); _check_positive('eps', eps)
     acc, T = None, hidden_states[0].shape[1]
+    if T < 2: raise ValueError(f"hidden_states: the instance norm over time needs T >= 2 time steps, got T = {T} (the target would be all zeros)")
     for h in hidden_states:  # layer by layer: no (L, B, T, D) stack, faster on CPU (benchmarks/featkd.py)
         h = h.to(torch.promote_types(h.dtype, torch.float32))
         c = h - h.mean(1, keepdim=True)  # centre over time; the variance is then a plain mean of squares
@@ -237,13 +354,17 @@ def data2vec_targets(hidden_states: list[torch.Tensor],  # the L layer outputs, 
 
 # %% ../nbs/00_losses.ipynb #c055
 def feature_kd_loss(student_hidden_states: list[torch.Tensor],  # L_s student layer outputs, each (B, T, D)
-                    teacher_hidden_states: list[torch.Tensor],  # L_t teacher layer outputs, each (B, T, D); L_t may differ
+                    teacher_hidden_states: list[torch.Tensor] | None = None,  # L_t teacher layer outputs, each (B, T, D); L_t may differ
                     eps: float = 1e-5,  # ε of the norms
+                    targets: torch.Tensor | None = None,  # (B, T, D) teacher targets precomputed by `data2vec_targets`, instead
                    ) -> torch.Tensor:
     "Feature KD (001 Eq. 39): MSE between the student's and the (detached) teacher's Data2Vec targets, averaged over batch, tokens and dims."
-    _check_hidden_states(teacher_hidden_states, 'teacher_hidden_states')
+    if (teacher_hidden_states is None) == (targets is None): raise ValueError("pass exactly one of teacher_hidden_states and targets")
+    if targets is None: _check_hidden_states(teacher_hidden_states, 'teacher_hidden_states')
+    else: _check_tensor(targets, 'targets', 3)
     y_hat = data2vec_targets(student_hidden_states, eps)
-    y = data2vec_targets([h.detach() for h in teacher_hidden_states], eps)
+    if targets is None: y = data2vec_targets([h.detach() for h in teacher_hidden_states], eps)
+    else: y = targets.to(y_hat.dtype).clone() if targets.is_inference() else targets.detach().to(y_hat.dtype)  # inference tensors cannot be saved for backward
     if y_hat.shape != y.shape:
         raise ValueError(f"shape mismatch: student hidden states {tuple(y_hat.shape)} vs teacher {tuple(y.shape)}")
     return F.mse_loss(y_hat, y)
