@@ -1,5 +1,5 @@
 "Real-data loaders on a tiny on-disk fixture (Karpathy JSON round trip, corrupt and missing files), and DataLoader use."
-import json
+import json, re
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +110,61 @@ def test_batches_tokenized():
     b = next(batches(ds, 6, tokenizer='bert'))
     assert b['input_ids'].shape == b['attention_mask'].shape and b['input_ids'].shape[0] == 6
     assert b['input_ids'].dtype == torch.long and (b['attention_mask'].sum(1) > 2).all()
+
+
+GOOD = dict(filepath='val2014', filename='COCO_0.jpg', split='test', sentences=[dict(raw='a cat'), dict(raw='a dog')])
+MALFORMED = [  # (how the entry at index 1 is broken, the entry, what the message must name besides file and index)
+    ('not a dict', ['COCO_0.jpg'], 'must be a dict'),
+    ('a number', 7, 'must be a dict'),
+    ('no filename', {k: v for k, v in GOOD.items() if k != 'filename'}, "'filename'"),
+    ('empty filename', {**GOOD, 'filename': ''}, "'filename'"),
+    ('filename not a string', {**GOOD, 'filename': 3}, "'filename'"),
+    ('no split', {k: v for k, v in GOOD.items() if k != 'split'}, "'split'"),
+    ('filepath not a string', {**GOOD, 'filepath': ['val2014']}, "'filepath'"),
+    ('no sentences', {k: v for k, v in GOOD.items() if k != 'sentences'}, "'sentences'"),
+    ('empty sentences', {**GOOD, 'sentences': []}, "'sentences'"),
+    ('sentences not a list', {**GOOD, 'sentences': 'a cat'}, "'sentences'"),
+    ('sentences as strings', {**GOOD, 'sentences': ['a cat', 'a dog']}, "'sentences'[0]"),
+    ('second sentence a string', {**GOOD, 'sentences': [dict(raw='a cat'), 'a dog']}, "'sentences'[1]"),
+    ('sentence without raw', {**GOOD, 'sentences': [dict(tokens=['a', 'cat'])]}, "'sentences'[0]"),
+    ('raw not a string', {**GOOD, 'sentences': [dict(raw=None)]}, "'sentences'[0]"),
+]
+
+
+@pytest.mark.parametrize('what,entry,field', MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_karpathy_malformed_entry(tmp_path, what, entry, field):
+    "A malformed entry fails at construction, naming the file, the entry's index in it and the field."
+    _png(tmp_path / 'val2014' / 'COCO_0.jpg', (1, 2, 3))
+    path = tmp_path / 'capt.json'
+    path.write_text(json.dumps({'images': [GOOD, entry]}))
+    with pytest.raises(ValueError) as e: KarpathyCaptions(path, tmp_path, 'test')
+    msg = str(e.value)
+    assert str(path) in msg and 'images[1]' in msg and field in msg, msg
+
+
+def test_karpathy_split_may_be_missing_without_a_split_filter(tmp_path):
+    _png(tmp_path / '1.jpg', (5, 5, 5))
+    (tmp_path / 'f.json').write_text(json.dumps({'images': [dict(filename='1.jpg', sentences=[dict(raw=' a dog ')])]}))
+    assert KarpathyCaptions(tmp_path / 'f.json', tmp_path, None).captions == ['a dog']
+    with pytest.raises(ValueError, match=r"images\[0\]: field 'split'"): KarpathyCaptions(tmp_path / 'f.json', tmp_path, 'test')
+
+
+BAD_SIZES = [0, -1, -64, 16.0, 0.5, True, '16', [16]]
+
+
+@pytest.mark.parametrize('size', BAD_SIZES, ids=repr)
+def test_loaders_refuse_bad_size_at_construction(tmp_path, size):
+    _png(tmp_path / 'root' / 'a' / '0.png', (9, 9, 9))
+    _png(tmp_path / 'COCO_0.jpg', (9, 9, 9))
+    (tmp_path / 'c.json').write_text(json.dumps({'images': [{**GOOD, 'filepath': ''}]}))
+    for build in (lambda: ImageFolderData(tmp_path / 'root', size=size), lambda: KarpathyCaptions(tmp_path / 'c.json', tmp_path, size=size),
+                  lambda: load_image(tmp_path / 'COCO_0.jpg', size)):
+        with pytest.raises(ValueError, match=f'size must be a positive int or None, got {re.escape(repr(size))}'): build()
+
+
+def test_loaders_accept_good_sizes_and_refuse_bad_transform(tmp_path):
+    _png(tmp_path / 'root' / 'a' / '0.png', (9, 9, 9), (20, 30))
+    assert ImageFolderData(tmp_path / 'root', size=np.int64(8))[0]['image'].shape == (3, 8, 8)  # numpy ints are ints
+    assert ImageFolderData(tmp_path / 'root', size=None)[0]['image'].shape == (3, 30, 20)
+    with pytest.raises(ValueError, match=r'root\): transform must be callable'): ImageFolderData(tmp_path / 'root', transform='normalize')
+    with pytest.raises(ValueError, match=r'class_names must hold one string per class folder \(1\)'): ImageFolderData(tmp_path / 'root', class_names=[3])

@@ -116,3 +116,28 @@ def test_bad_checkpoints(tmp_path):
     with pytest.raises(ValueError, match=r"ck\.pt.*\['lr'\]"): train(replace(cfg, lr=1.0))
     (tmp_path / 'ck.pt').write_bytes(b'not a checkpoint')
     with pytest.raises(ValueError, match=r"ck\.pt"): train(cfg)
+
+
+def _mix(*xs):  # the documented seed hash, rewritten in plain Python integers
+    h, m = 0x9E3779B97F4A7C15, 2**64 - 1
+    for x in xs:
+        h = ((h ^ (x % 2**64)) * 0xBF58476D1CE4E5B9) & m
+        h = ((h ^ (h >> 31)) * 0x94D049BB133111EB) & m
+    return h ^ (h >> 29)
+
+
+def test_dataset_order_is_the_documented_rule_across_resume(tmp_path):
+    "fit on a Dataset visits epoch e in torch.randperm(n) order under seed mix(seed, e) mod 2**63, also when resumed mid-epoch."
+    n, bs, steps, seed = 10, 4, 7, 3  # 2 batches per epoch (2 items dropped), 3.5 epochs
+    data = torch.utils.data.TensorDataset(torch.arange(n).float()[:, None])
+    def run(cfg, seen):
+        set_seed(0); model = nn.Linear(1, 1)
+        fit(model, lambda m, b: (seen.append(b[0][:, 0].long().tolist()), m(b[0]).pow(2).mean())[1], data, cfg)
+    cfg = TrainConfig(steps=steps, batch_size=bs, seed=seed, progress=False, ckpt_path=str(tmp_path / 'ck.pt'))
+    seen = []
+    run(replace(cfg, stop_after=3), seen); run(cfg, seen)
+    perms = [torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, e) % 2**63)).tolist() for e in range(4)]
+    assert seen == [perms[s // 2][(s % 2) * bs:(s % 2 + 1) * bs] for s in range(steps)]
+    other = []
+    run(replace(cfg, seed=seed + 1, ckpt_path=None), other)
+    assert other[:2] != seen[2:4]  # seed + 1's first epoch is not this seed's second

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01a_data.ipynb #c002
 from __future__ import annotations
-import inspect, json, math, time
+import inspect, json, math, numbers, reprlib, time
 from dataclasses import dataclass, field, replace, asdict
 from pathlib import Path
 from typing import NamedTuple
@@ -18,9 +18,9 @@ from .utils import save_figure, save_table, in_test, figures_dir, set_seed
 # %% auto #0
 __all__ = ['SHAPES', 'COLOURS', 'SIZES', 'SPLITS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'IMG_EXTS',
            'WorldConfig', 'CaptionWorld', 'samples_per_second', 'tokenize', 'mix_seed', 'collate', 'batches_per_epoch',
-           'epoch_batch', 'batches', 'normalize', 'hflip', 'random_resized_crop', 'MultiCrop', 'load_image',
-           'ImageFolderData', 'KarpathyCaptions', 'ImageSet', 'digits', 'plot_samples', 'difficulty_config',
-           'plot_difficulty', 'DifficultyProbeConfig', 'difficulty_probe', 'reproduce']
+           'shuffle_seed', 'epoch_batch', 'batches', 'normalize', 'hflip', 'random_resized_crop', 'MultiCrop',
+           'load_image', 'ImageFolderData', 'KarpathyCaptions', 'ImageSet', 'digits', 'plot_samples',
+           'difficulty_config', 'plot_difficulty', 'DifficultyProbeConfig', 'difficulty_probe', 'reproduce']
 
 # %% ../nbs/01a_data.ipynb #c005
 SHAPES = ('circle', 'square', 'triangle', 'diamond', 'ring', 'cross', 'star', 'crescent')
@@ -307,15 +307,24 @@ def batches_per_epoch(n: int, batch_size: int, drop_last: bool = True) -> int:
     if per_epoch == 0: raise ValueError(f"batch_size {batch_size} is larger than the dataset ({n} items)")
     return per_epoch
 
+def shuffle_seed(seed: int,  # the run's seed
+                 epoch: int,  # 0-based epoch
+                ) -> int:
+    "Seed of epoch `epoch`'s permutation in a run seeded with `seed`: mix_seed(seed, epoch) mod 2**63, the one rule."
+    return mix_seed(seed, epoch) % 2**63
+
 def epoch_batch(n: int,  # dataset length
                 batch_size: int,
                 step: int,  # 0-based step, counted over all epochs
-                epoch_seed=None,  # function epoch -> seed of that epoch's permutation; None: dataset order
+                epoch_seed=None,  # the run's seed (int: epoch e uses shuffle_seed(seed, e)), or a function epoch -> seed; None: dataset order
                 drop_last: bool = True,  # skip the last incomplete batch of each epoch
                ) -> tuple[torch.Tensor, int]:
     "(indices, epoch) of batch `step` of a dataset reshuffled every epoch: the one place the batch order is made."
     epoch, k = divmod(step, batches_per_epoch(n, batch_size, drop_last))
-    order = torch.arange(n) if epoch_seed is None else torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(epoch)))
+    if epoch_seed is None: order = torch.arange(n)
+    else:
+        s = epoch_seed(epoch) if callable(epoch_seed) else shuffle_seed(epoch_seed, epoch)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(s))
     return order[k * batch_size:(k + 1) * batch_size], epoch
 
 # %% ../nbs/01a_data.ipynb #c053
@@ -323,13 +332,13 @@ def batches(ds: Dataset,  # a map-style dataset of item dicts
             batch_size: int,
             steps: int | None = None,  # number of batches; None: one epoch
             shuffle: bool = True,  # reshuffle every epoch (seeded)
-            seed: int = 0,
+            seed: int = 0,  # the run's seed: epoch e is permuted with shuffle_seed(seed, e)
             drop_last: bool = True,  # skip the last incomplete batch of each epoch
             **collate_kw):  # passed to `collate` (tokenizer, caption, max_length)
     "Yield collated batches, epoch after epoch, reproducibly from `seed`."
     per_epoch = batches_per_epoch(len(ds), batch_size, drop_last)
     for step in range(per_epoch if steps is None else steps):
-        idx, epoch = epoch_batch(len(ds), batch_size, step, (lambda e: mix_seed(seed, e) % 2**63) if shuffle else None, drop_last)
+        idx, epoch = epoch_batch(len(ds), batch_size, step, seed if shuffle else None, drop_last)
         yield collate([ds[i] for i in idx.tolist()], epoch=epoch, **collate_kw)
 
 # %% ../nbs/01a_data.ipynb #c056
@@ -417,11 +426,18 @@ class MultiCrop:
 # %% ../nbs/01a_data.ipynb #c070
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 
+def _check_loader_args(where: str,  # names the loader in the message, e.g. the file or folder
+                       size, transform=None):
+    "ValueError unless `size` is None or a positive int (not a bool) and `transform` is None or callable."
+    if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1):
+        raise ValueError(f"{where}: size must be a positive int or None, got {size!r}")
+    if transform is not None and not callable(transform): raise ValueError(f"{where}: transform must be callable, got {type(transform).__name__}")
+
 def load_image(path,  # an image file
                size: int | None = None,  # resize the shorter side to `size` and centre-crop a square
               ) -> torch.Tensor:
     "Read an image as float RGB (3, H, W) in [0, 1]; errors name the file."
-    path = Path(path)
+    path = Path(path); _check_loader_args(f'load_image({path})', size)
     if not path.is_file(): raise FileNotFoundError(f"image file not found: {path}")
     try:
         with Image.open(path) as im: im = im.convert('RGB'); im.load()
@@ -440,11 +456,13 @@ class ImageFolderData(Dataset):
                  size: int | None = None,  # square side the images are resized and centre-cropped to
                  class_names: list[str] | None = None):  # readable names for the sorted folder names
         self.root, self.transform, self.size = Path(root), transform, size
+        _check_loader_args(f'ImageFolderData({self.root})', size, transform)
         if not self.root.is_dir(): raise FileNotFoundError(f"image folder not found: {self.root}")
         folders = sorted(d.name for d in self.root.iterdir() if d.is_dir())
         self.samples = [(p, c) for c, d in enumerate(folders) for p in sorted((self.root / d).iterdir()) if p.suffix.lower() in IMG_EXTS]
         if not self.samples: raise ValueError(f"no images in class folders under {self.root}")
-        if class_names is not None and len(class_names) != len(folders): raise ValueError(f"{len(class_names)} class_names for {len(folders)} folders")
+        if class_names is not None and (len(class_names) != len(folders) or not all(isinstance(c, str) for c in class_names)):
+            raise ValueError(f"{self.root}: class_names must hold one string per class folder ({len(folders)}), got {reprlib.repr(class_names)}")
         self.folders, self.class_names = folders, list(class_names or folders)
     @property
     def num_classes(self) -> int: return len(self.class_names)
@@ -462,15 +480,13 @@ class KarpathyCaptions(Dataset):
                  transform=None,  # applied to each (3, H, W) image tensor
                  size: int | None = None):  # square side the images are resized and centre-cropped to
         self.json_path, self.image_root, self.transform, self.size = Path(json_path), Path(image_root), transform, size
-        entries = _read_karpathy(self.json_path)
+        _check_loader_args(f'KarpathyCaptions({self.json_path})', size, transform)
+        entries = [_karpathy_entry(self.json_path, k, e, split is not None) for k, e in enumerate(_read_karpathy(self.json_path))]
         keep = {'train': ('train', 'restval')}.get(split, (split,))
-        entries = [e for e in entries if split is None or e.get('split') in keep]
+        entries = [e for e in entries if split is None or e[0] in keep]
         if not entries: raise ValueError(f"{self.json_path}: no images in split {split!r}")
-        self.image_paths, self.image_captions = [], []
-        for k, e in enumerate(entries):
-            if 'filename' not in e or not e.get('sentences'): raise ValueError(f"{self.json_path}: image entry {k} lacks 'filename' or 'sentences'")
-            self.image_paths.append(self.image_root / e.get('filepath', '') / e['filename'])
-            self.image_captions.append([s['raw'].strip() for s in e['sentences']])
+        self.image_paths = [self.image_root / rel for _, rel, _ in entries]
+        self.image_captions = [caps for _, _, caps in entries]
         missing = [str(p) for p in self.image_paths if not p.is_file()]
         if missing: raise FileNotFoundError(f"{len(missing)} image file(s) of {self.json_path} not found, e.g. {missing[:3]}")
         self.captions = [c for cs in self.image_captions for c in cs]
@@ -480,12 +496,27 @@ class KarpathyCaptions(Dataset):
         img = load_image(self.image_paths[i], self.size)
         return dict(image=self.transform(img) if self.transform else img, captions=self.image_captions[i], index=int(i))
 
-def _read_karpathy(path: Path) -> list[dict]:
+def _read_karpathy(path: Path) -> list:
     if not path.is_file(): raise FileNotFoundError(f"caption file not found: {path}")
     try: data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{path} is not valid JSON: {e}") from e
     if not isinstance(data, dict) or not isinstance(data.get('images'), list): raise ValueError(f"{path}: expected a Karpathy split JSON with an 'images' list")
     return data['images']
+
+def _got(e: dict, f: str) -> str: return 'it is missing' if f not in e else f"got {type(e[f]).__name__} {reprlib.repr(e[f])}"
+
+def _karpathy_entry(path: Path, k: int, e, need_split: bool) -> tuple[str | None, Path, list[str]]:
+    "(split, image path relative to the root, captions) of entry `images[k]`; a ValueError names file, entry and field."
+    where = f"{path}: images[{k}]"
+    if not isinstance(e, dict): raise ValueError(f"{where} must be a dict (one image), got {type(e).__name__} {reprlib.repr(e)}")
+    for f in ('filename', 'split') if need_split else ('filename',):
+        if not (isinstance(e.get(f), str) and e[f]): raise ValueError(f"{where}: field {f!r} must be a non-empty string, {_got(e, f)}")
+    if not isinstance(e.get('filepath', ''), str): raise ValueError(f"{where}: field 'filepath' must be a string, {_got(e, 'filepath')}")
+    if not (isinstance(e.get('sentences'), list) and e['sentences']): raise ValueError(f"{where}: field 'sentences' must be a non-empty list, {_got(e, 'sentences')}")
+    for j, s in enumerate(e['sentences']):
+        if not (isinstance(s, dict) and isinstance(s.get('raw'), str)):
+            raise ValueError(f"{where}: field 'sentences'[{j}] must be a dict with a 'raw' string, got {type(s).__name__} {reprlib.repr(s)}")
+    return e.get('split'), Path(e.get('filepath', '')) / e['filename'], [s['raw'].strip() for s in e['sentences']]
 
 # %% ../nbs/01a_data.ipynb #c079
 class ImageSet(NamedTuple):

@@ -4,8 +4,8 @@
 
 # %% ../nbs/01b_train.ipynb #c002
 from __future__ import annotations
-import contextlib, copy, hashlib, json, math, os, random, warnings
-from dataclasses import dataclass, field, asdict, is_dataclass
+import ast, contextlib, copy, hashlib, inspect, json, math, os, random, textwrap, time, warnings
+from dataclasses import dataclass, field, fields, asdict, is_dataclass
 from pathlib import Path
 from typing import Callable
 import matplotlib.pyplot as plt
@@ -18,12 +18,13 @@ from torch.utils.data import default_collate
 from tqdm.auto import tqdm
 from . import __version__
 from .utils import set_seed, world_info, save_figure
-from .data import epoch_batch
+from .data import epoch_batch, mix_seed, shuffle_seed
 
 # %% auto #0
-__all__ = ['CACHE_VERSION', 'TrainConfig', 'lr_schedule', 'momentum_schedule', 'ema_update', 'ema_teacher', 'plot_schedules',
-           'History', 'save_checkpoint', 'load_checkpoint', 'batch_indices', 'shard', 'fit', 'cache_dir', 'cache_key',
-           'cached', 'reproduce']
+__all__ = ['RUNTIME_FIELDS', 'CACHE_VERSION', 'CACHE_SITES', 'TrainConfig', 'lr_schedule', 'momentum_schedule', 'ema_update',
+           'ema_teacher', 'plot_schedules', 'History', 'save_checkpoint', 'load_checkpoint', 'batch_indices', 'shard',
+           'fit', 'training_seconds', 'cache_dir', 'cache_key', 'cached', 'CacheSite', 'cache_site',
+           'source_fingerprint', 'check_cache_sites', 'reproduce']
 
 # %% ../nbs/01b_train.ipynb #c005
 _SCHEDULES, _BUFFERS = ('fixed', 'cosine'), ('copy', 'average', 'keep')
@@ -40,7 +41,7 @@ class TrainConfig:
     min_lr_frac: float = 0.0       # the cosine ends at min_lr_frac * lr
     grad_clip: float | None = None # largest global gradient norm; None: no clipping
     bf16: bool = False             # run step_fn under bfloat16 autocast
-    seed: int = 0                  # fit seeds python, numpy and torch with seed + rank
+    seed: int = 0                  # seeds python/numpy/torch (rank r > 0: mix_seed(seed, r)) and a Dataset's epoch order
     ema_momentum: float = 0.996    # EMA teacher momentum λ (the start value of a schedule)
     ema_schedule: str = 'fixed'    # 'fixed' (SiLC) or 'cosine' from ema_momentum to 1.0 (DINO)
     ema_buffers: str = 'copy'      # teacher buffers: 'copy' from the student, 'average', or 'keep'
@@ -62,6 +63,8 @@ class TrainConfig:
     def tiny(cls, **kw):
         "A laptop preset: 20 steps of batch 8."
         return cls(**{**dict(steps=20, batch_size=8, log_every=5), **kw})
+
+RUNTIME_FIELDS = frozenset({'log_every', 'eval_every', 'ckpt_path', 'ckpt_every', 'stop_after', 'progress'})  # how a run is watched, saved and stopped, never what it computes
 
 # %% ../nbs/01b_train.ipynb #c008
 def lr_schedule(step: int,  # 0-based optimizer step
@@ -126,6 +129,21 @@ def plot_schedules(cfg: TrainConfig | None = None,  # the run to draw; default T
     fig.tight_layout()
     return fig
 
+# %% ../nbs/01b_train.ipynb #c023a
+def _atomic_write(path,  # the file to (over)write
+                  write: Callable,  # write(tmp) writes the whole content to the temporary file `tmp`
+                 ) -> Path:
+    "Write `path` via `path.tmp`: a stale tmp is removed, the new one fsynced, then renamed over `path`."
+    path = Path(path); tmp = path.with_name(path.name + '.tmp')
+    for p in (path, tmp):
+        if p.is_dir(): raise IsADirectoryError(f"cannot write {path}: {p} is a directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp.unlink(missing_ok=True)  # left by a crash during an earlier write
+    write(tmp)
+    with open(tmp, 'rb+') as f: os.fsync(f.fileno())  # on disk before the rename makes it the file
+    os.replace(tmp, path)
+    return path
+
 # %% ../nbs/01b_train.ipynb #c024
 @dataclass
 class History:
@@ -146,9 +164,7 @@ class History:
 
     def save(self, path) -> Path:
         "Write the history as JSON (atomically)."
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + '.tmp'); tmp.write_text(self.to_json()); os.replace(tmp, path)
-        return path
+        return _atomic_write(path, lambda tmp: tmp.write_text(self.to_json()))
 
     @classmethod
     def load(cls, path) -> History:
@@ -187,16 +203,15 @@ def save_checkpoint(path,  # the checkpoint file
                     history: History | None = None,
                     cfg: TrainConfig | None = None) -> Path:
     "Write model, optimizer, EMA teacher, history, config, every rank's RNG state and `step` (rank 0 writes, atomically)."
-    rank, world = world_info()
+    rank, world = world_info(); path = Path(path)
+    if path.is_dir(): raise IsADirectoryError(f"checkpoint path {path} is a directory: give a file name")
     rngs = [_rng_state()]
     if world > 1: rngs = [None] * world; dist.all_gather_object(rngs, _rng_state())
-    path = Path(path)
     if rank == 0:
         opt_sd, ema_sd = (None if x is None else x.state_dict() for x in (optimizer, ema))
         ck = dict(step=step, model=model.state_dict(), optimizer=opt_sd, ema=ema_sd, rng=rngs, version=__version__,
                   history=None if history is None else asdict(history), config=None if cfg is None else asdict(cfg))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + '.tmp'); torch.save(ck, tmp); os.replace(tmp, path)
+        _atomic_write(path, lambda tmp: torch.save(ck, tmp))
     if world > 1: dist.barrier()
     return path
 
@@ -212,20 +227,20 @@ def load_checkpoint(path,  # a file written by save_checkpoint
     except Exception as e: raise ValueError(f"cannot read checkpoint {path} (corrupt, or not tensors and plain values): {e}") from e
     if not isinstance(ck, dict) or 'model' not in ck: raise ValueError(f"{path} is not a vlkd checkpoint")
     model.load_state_dict(ck['model'])
-    if optimizer is not None: optimizer.load_state_dict(ck['optimizer'])
-    if ema is not None:
-        if ck['ema'] is None: raise ValueError(f"checkpoint {path} holds no EMA teacher")
-        ema.load_state_dict(ck['ema'])
+    for what, obj in (('optimizer', optimizer), ('ema', ema)):
+        if obj is None: continue
+        if ck.get(what) is None: raise ValueError(f"checkpoint {path} holds no {what} state (it was saved without one): load it without `{what}=`")
+        obj.load_state_dict(ck[what])
     return ck
 
 # %% ../nbs/01b_train.ipynb #c033
 def batch_indices(n: int,  # dataset length
                   batch_size: int,  # global batch size
                   step: int,  # 0-based step
-                  seed: int = 0,  # the permutation of epoch e uses seed + e
+                  seed: int = 0,  # the run's seed: epoch e is permuted with shuffle_seed(seed, e)
                  ) -> list[int]:
     "Dataset indices of the global batch at `step`: a seeded permutation per epoch, last incomplete batch dropped."
-    return epoch_batch(n, batch_size, step, lambda epoch: seed + epoch)[0].tolist()
+    return epoch_batch(n, batch_size, step, seed)[0].tolist()
 
 def shard(batch, rank: int, world: int):
     "This rank's contiguous slice (along dim 0) of every tensor and list in a global batch."
@@ -265,7 +280,17 @@ def _mean_over_ranks(values: dict, world: int, device) -> dict:
     return dict(zip(values, v.tolist()))
 
 # %% ../nbs/01b_train.ipynb #c040
-_FREE = {'log_every', 'eval_every', 'ckpt_path', 'ckpt_every', 'stop_after', 'progress'}  # may change on resume
+_FIT = dict(seconds=0.0, depth=0, stopped_early=0)  # wall-clock seconds inside (outermost) fit calls; runs cut by stop_after
+
+@contextlib.contextmanager
+def _fit_clock():
+    t0 = time.perf_counter(); _FIT['depth'] += 1
+    try: yield
+    finally:
+        _FIT['depth'] -= 1
+        if _FIT['depth'] == 0: _FIT['seconds'] += time.perf_counter() - t0
+
+def _rank_seed(seed: int, rank: int) -> int: return seed if rank == 0 else mix_seed(seed, rank) % 2**63
 
 def _optimizer(model, params, cfg) -> torch.optim.AdamW:
     params = [p for p in model.parameters() if p.requires_grad] if params is None else list(params)
@@ -278,12 +303,12 @@ def _start(model, opt, ema, cfg, rank, world) -> tuple[int, History]:
     "Resume from cfg.ckpt_path if it exists (weights, optimizer, teacher, RNG); else seed and sync from rank 0."
     if cfg.ckpt_path and Path(cfg.ckpt_path).exists():
         ck = load_checkpoint(cfg.ckpt_path, model, opt, ema)
-        bad = sorted(k for k, v in (ck['config'] or {}).items() if k not in _FREE and getattr(cfg, k, None) != v)
+        bad = sorted(k for k, v in (ck['config'] or {}).items() if k not in RUNTIME_FIELDS and getattr(cfg, k, None) != v)
         if bad: raise ValueError(f"checkpoint {cfg.ckpt_path} was written with a different config ({bad}); delete it or restore them")
         if rank < len(ck['rng']): _set_rng_state(ck['rng'][rank])
-        else: warnings.warn(f"checkpoint {cfg.ckpt_path} has no RNG state for rank {rank}: reseeding"); set_seed(cfg.seed + rank + ck['step'])
+        else: warnings.warn(f"checkpoint {cfg.ckpt_path} has no RNG state for rank {rank}: reseeding"); set_seed(mix_seed(cfg.seed, rank, ck['step']) % 2**63)
         return ck['step'], History(**ck['history'])
-    set_seed(cfg.seed + rank)
+    set_seed(_rank_seed(cfg.seed, rank))
     if world > 1:
         for t in [*model.state_dict().values(), *(ema.state_dict().values() if ema is not None else [])]: dist.broadcast(t, 0)
     return 0, History()
@@ -294,15 +319,14 @@ def _loss_and_logs(out) -> tuple[torch.Tensor, dict]:
     return loss, logs
 
 def _validate(model, validate, step, hist):
-    model.eval()
+    "Run validate(model) in eval mode without gradients, leaving the random generators as they were."
+    model.eval(); rng = _rng_state()
     with torch.no_grad(): v = validate(model)
-    model.train()
+    model.train(); _set_rng_state(rng)
     hist.val_steps.append(step)
     for k, x in (v if isinstance(v, dict) else dict(val_loss=v)).items(): hist.val.setdefault(k, []).append(float(x))
 
 # %% ../nbs/01b_train.ipynb #c041
-_skip_training = False  # set by `cached` while it rebuilds a model whose weights it will load
-
 def fit(model: nn.Module,  # the student; trained in place
         step_fn: Callable,  # step_fn(model, batch) -> loss or (loss, logs dict)
         batches,  # batches(step) -> global batch, or a Dataset (then see `collate`)
@@ -314,78 +338,171 @@ def fit(model: nn.Module,  # the student; trained in place
         gathered_loss: bool = False,  # the loss is on gathered features: scale by world size
        ) -> History:
     "Train `model` for `cfg.steps` AdamW steps of `step_fn`, resuming from `cfg.ckpt_path`; returns the History."
-    if _skip_training: return History()
-    rank, world = world_info()
-    if cfg.batch_size % world: raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} processes")
-    if ema is not None: ema.requires_grad_(False)
-    opt = _optimizer(model, params, cfg)
-    start, hist = _start(model, opt, ema, cfg, rank, world)
-    end = cfg.steps if cfg.stop_after is None else min(cfg.steps, start + cfg.stop_after)
-    get, dev, trained = _batch_fn(batches, cfg, collate, rank, world), next(model.parameters()).device, [p for g in opt.param_groups for p in g['params']]
-    if cfg.progress and rank == 0 and start == 0: print(cfg)
-    model.train()
-    for step in (bar := tqdm(range(start, end), initial=start, total=cfg.steps, disable=not cfg.progress or rank > 0)):
-        f = lr_schedule(step, cfg.steps, cfg.warmup_frac, cfg.min_lr_frac)
-        for g in opt.param_groups: g['lr'] = g['initial_lr'] * f
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss, logs = _loss_and_logs(step_fn(model, _to(get(step), dev)))
-        opt.zero_grad(set_to_none=True)
-        (loss * world if gathered_loss else loss).backward()
-        gnorm = _sync_and_clip(trained, cfg.grad_clip, world)
-        opt.step()
-        if ema is not None: ema_update(ema, model, momentum_schedule(cfg.ema_schedule, cfg.ema_momentum, step, cfg.steps), cfg.ema_buffers)
-        hist.record(step, max(g['lr'] for g in opt.param_groups), gnorm, **_mean_over_ranks(dict(loss=loss, **logs), world, dev))
-        if not math.isfinite(hist.loss[-1]): raise FloatingPointError(f"loss is {hist.loss[-1]} at step {step}")
-        if step % cfg.log_every == 0 or step == end - 1: bar.set_postfix(loss=f'{hist.loss[-1]:.4g}', lr=f'{hist.lr[-1]:.2e}')
-        if validate is not None and (step + 1 == cfg.steps or cfg.eval_every and (step + 1) % cfg.eval_every == 0): _validate(model, validate, step, hist)
-        if cfg.ckpt_path and cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0 and step + 1 < end: save_checkpoint(cfg.ckpt_path, step + 1, model, opt, ema, hist, cfg)
-    if cfg.ckpt_path and end > start: save_checkpoint(cfg.ckpt_path, end, model, opt, ema, hist, cfg)
-    return hist
+    with _fit_clock():
+        rank, world = world_info()
+        if cfg.batch_size % world: raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} processes")
+        if ema is not None: ema.requires_grad_(False)
+        opt = _optimizer(model, params, cfg)
+        start, hist = _start(model, opt, ema, cfg, rank, world)
+        end = cfg.steps if cfg.stop_after is None else min(cfg.steps, start + cfg.stop_after)
+        get, dev, trained = _batch_fn(batches, cfg, collate, rank, world), next(model.parameters()).device, [p for g in opt.param_groups for p in g['params']]
+        if cfg.progress and rank == 0 and start == 0: print(cfg)
+        model.train()
+        for step in (bar := tqdm(range(start, end), initial=start, total=cfg.steps, disable=not cfg.progress or rank > 0)):
+            f = lr_schedule(step, cfg.steps, cfg.warmup_frac, cfg.min_lr_frac)
+            for g in opt.param_groups: g['lr'] = g['initial_lr'] * f
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss, logs = _loss_and_logs(step_fn(model, _to(get(step), dev)))
+            opt.zero_grad(set_to_none=True)
+            (loss * world if gathered_loss else loss).backward()
+            gnorm = _sync_and_clip(trained, cfg.grad_clip, world)
+            opt.step()
+            if ema is not None: ema_update(ema, model, momentum_schedule(cfg.ema_schedule, cfg.ema_momentum, step, cfg.steps), cfg.ema_buffers)
+            hist.record(step, max(g['lr'] for g in opt.param_groups), gnorm, **_mean_over_ranks(dict(loss=loss, **logs), world, dev))
+            if not math.isfinite(hist.loss[-1]): raise FloatingPointError(f"loss is {hist.loss[-1]} at step {step}")
+            if step % cfg.log_every == 0 or step == end - 1: bar.set_postfix(loss=f'{hist.loss[-1]:.4g}', lr=f'{hist.lr[-1]:.2e}')
+            if validate is not None and (step + 1 == cfg.steps or cfg.eval_every and (step + 1) % cfg.eval_every == 0): _validate(model, validate, step, hist)
+            if cfg.ckpt_path and cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0 and step + 1 < end: save_checkpoint(cfg.ckpt_path, step + 1, model, opt, ema, hist, cfg)
+        if cfg.ckpt_path and end > start: save_checkpoint(cfg.ckpt_path, end, model, opt, ema, hist, cfg)
+        _FIT['stopped_early'] += end < cfg.steps
+        return hist
+
+# %% ../nbs/01b_train.ipynb #c052b
+def training_seconds(reset: bool = False,  # set the counter to 0 after reading it
+                    ) -> float:
+    "Wall-clock seconds spent inside `fit` by this process since import (or since the last reset)."
+    s = _FIT['seconds']
+    if reset: _FIT['seconds'] = 0.0
+    return s
 
 # %% ../nbs/01b_train.ipynb #c054
-CACHE_VERSION = 1  # bump to invalidate every cached teacher
+CACHE_VERSION = 2  # bump to invalidate every cached model; 2: epoch permutations from mix_seed(seed, epoch)
 
 def cache_dir() -> Path:
     "Where trained teachers are kept: `$VLKD_CACHE`, else `~/.cache/vlkd`."
     return Path(os.environ.get('VLKD_CACHE') or Path.home() / '.cache' / 'vlkd')
 
-def cache_key(key,  # a config dataclass or a dict
-              name: str = 'teacher') -> str:
-    "A stable 16-hex-digit hash of `key`, `name`, vlkd's version and `CACHE_VERSION`."
-    d = asdict(key) if is_dataclass(key) else dict(key)
-    blob = json.dumps(dict(name=name, key=d, version=__version__, cache=CACHE_VERSION), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+_TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
 
-@contextlib.contextmanager
-def _no_training():
-    global _skip_training
-    old, _skip_training = _skip_training, True
-    try: yield
-    finally: _skip_training = old
+def _key_value(x):
+    "`x` as plain values, without TrainConfig's runtime fields wherever a TrainConfig (or its asdict) sits."
+    if is_dataclass(x) and not isinstance(x, type): x = asdict(x)
+    if isinstance(x, dict): return {k: _key_value(v) for k, v in x.items() if not (k in RUNTIME_FIELDS and _TRAIN_FIELDS <= x.keys())}
+    if isinstance(x, (list, tuple)): return [_key_value(v) for v in x]
+    return x
+
+def cache_key(key,  # a config dataclass or a dict
+              name: str = 'teacher',  # the cached model's name (its file-name prefix)
+              site: CacheSite | None = None,  # the trainer's cache site: its name and version join the key
+             ) -> str:
+    "16 hex digits of sha256 over `key` (runtime-only fields left out), `name`, vlkd's version, `CACHE_VERSION` and the site."
+    blob = dict(name=name, key=_key_value(key if is_dataclass(key) else dict(key)), version=__version__, cache=CACHE_VERSION)
+    if site is not None: blob['site'] = [site.name, site.version]
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 # %% ../nbs/01b_train.ipynb #c055
+def _with_history(model: nn.Module, hist_path: Path) -> nn.Module:
+    if hist_path.exists():
+        try: model.history = History.load(hist_path)
+        except ValueError as e: warnings.warn(f"{e}; the cached model comes without .history")
+    return model
+
+def _store(model, path: Path, hist_path: Path, key, name: str, site):
+    "History (or none), the key's notes, then the weights: each written atomically."
+    h = getattr(model, 'history', None)
+    if isinstance(h, History): h.save(hist_path)
+    else: hist_path.unlink(missing_ok=True)
+    notes = dict(name=name, key=_key_value(key if is_dataclass(key) else dict(key)), version=__version__, cache=CACHE_VERSION, site=site and [site.name, site.version])
+    _atomic_write(path.with_suffix('.json'), lambda tmp: tmp.write_text(json.dumps(notes, indent=1, default=str)))
+    _atomic_write(path, lambda tmp: save_model(model, str(tmp)))
+
 def cached(key,  # config that determines the trained weights (dataclass or dict)
-           make_model: Callable,  # make_model() -> the untrained nn.Module (or, without train_fn, a trained one)
-           train_fn: Callable | None = None,  # train_fn(model) trains it in place
+           make_model: Callable,  # make_model() -> the untrained nn.Module; called on a hit too, to receive the weights
+           train_fn: Callable | None = None,  # train_fn(model) trains it in place; may return its History or set model.history
            name: str = 'teacher',  # file-name prefix, part of the key
            folder=None,  # default cache_dir()
+           site: CacheSite | None = None,  # the trainer's registered site (`cache_site`): name and version join the key
           ) -> nn.Module:
-    "The trained model for `key`: loaded from the cache if it is there, else built, trained and stored (in eval mode)."
-    path = Path(folder or cache_dir()) / f'{name}-{cache_key(key, name)}.safetensors'
+    "The trained model for `key` (with `.history` when training made one): from the cache if there, else trained and stored; eval mode."
+    path = Path(folder or cache_dir()) / f'{name}-{cache_key(key, name, site)}.safetensors'
+    hist_path = path.with_suffix('.history.json')
+    for msg in (check_cache_sites([site]) if site is not None else []): warnings.warn(msg)
     if path.exists():
-        try:
-            with (_no_training() if train_fn is None else contextlib.nullcontext()): model = make_model()
-            load_model(model, path); return model.eval()
+        try: model = make_model(); load_model(model, path)
         except Exception as e: warnings.warn(f"cached model {path} could not be loaded ({e}); retraining it")
-    model = make_model()
-    if train_fn is not None: train_fn(model)
+        else: return _with_history(model, hist_path).eval()
+    model, stopped = make_model(), _FIT['stopped_early']
     if not isinstance(model, nn.Module): raise ValueError(f"make_model must return an nn.Module, got {type(model).__name__}")
-    if world_info()[0] == 0:
-        path.parent.mkdir(parents=True, exist_ok=True); tmp = path.with_name(path.name + '.tmp')
-        save_model(model, str(tmp)); os.replace(tmp, path)
-        path.with_suffix('.json').write_text(json.dumps(dict(name=name, key=asdict(key) if is_dataclass(key) else dict(key), version=__version__), indent=1, default=str))
+    h = train_fn(model) if train_fn is not None else None
+    if isinstance(h, History): model.history = h
+    if _FIT['stopped_early'] != stopped: warnings.warn(f"training of {path.name} was stopped early (stop_after): not cached")
+    elif world_info()[0] == 0: _store(model, path, hist_path, key, name, site)
     if world_info()[1] > 1: dist.barrier()
     return model.eval()
+
+# %% ../nbs/01b_train.ipynb #c057b
+@dataclass(frozen=True)
+class CacheSite:
+    "Where a trainer's models are cached: its version, and the fingerprint of its code when that version was set."
+    name: str  # names the site, e.g. 'clip' (need not be the file-name prefix)
+    version: int  # bump when a change to the code can change what it trains
+    fingerprint: str  # source_fingerprint(*code) recorded with this version
+    code: tuple = field(default=(), repr=False)  # the functions and classes whose source decides the weights
+    def current(self) -> str: return source_fingerprint(*self.code)
+
+CACHE_SITES: dict = {}  # name -> CacheSite, filled by `cache_site` when a chapter's module is imported
+
+def cache_site(name: str,  # the site's name, unique in vlkd
+               version: int,  # the trainer's version (an int >= 0)
+               fingerprint: str,  # source_fingerprint(*code) when `version` was set ('' at first: the check prints it)
+               *code,  # functions and classes whose source decides the trained weights
+              ) -> CacheSite:
+    "Register the cache site `name` (again, when its module is reloaded) and return it for `cached(..., site=)`."
+    if not code: raise ValueError(f"cache site {name!r}: give the functions or classes that train its models")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0: raise ValueError(f"cache site {name!r}: version must be an int >= 0, got {version!r}")
+    CACHE_SITES[name] = site = CacheSite(name, version, fingerprint, tuple(code))
+    return site
+
+# %% ../nbs/01b_train.ipynb #c057c
+def _canon(node) -> str:
+    "An AST as text: node types and their non-empty fields; no positions, comments or layout."
+    if isinstance(node, ast.AST):
+        return type(node).__name__ + '(' + ','.join(f'{k}={_canon(v)}' for k, v in ast.iter_fields(node) if v is not None and v != []) + ')'
+    if isinstance(node, list): return '[' + ','.join(map(_canon, node)) + ']'
+    return repr(node)
+
+def _code_text(obj) -> str:
+    "The canonical AST text of `obj`'s source, docstrings removed."
+    try: src = textwrap.dedent(inspect.getsource(obj))
+    except (OSError, TypeError) as e: raise ValueError(f"cannot read the source of {obj!r} for a fingerprint: {e}") from e
+    try: tree = ast.parse(src)
+    except SyntaxError: return ' '.join(src.split())  # a lambda inside a larger expression: its line, spacing normalised
+    for n in ast.walk(tree):
+        b = getattr(n, 'body', None)
+        if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and b and isinstance(b[0], ast.Expr) \
+           and isinstance(b[0].value, ast.Constant) and isinstance(b[0].value.value, str): n.body = b[1:] or [ast.Pass()]
+    return _canon(tree)
+
+def source_fingerprint(*code,  # functions, classes or methods
+                      ) -> str:
+    "12 hex digits of sha256 over the parsed source of `code`: comments, docstrings and layout do not count."
+    return hashlib.sha256('\n'.join(_code_text(c) for c in code).encode()).hexdigest()[:12]
+
+def check_cache_sites(sites=None,  # CacheSites to check; default every registered one
+                     ) -> list[str]:
+    "A message for each site whose code changed since its fingerprint was recorded; empty when all are current."
+    out = []
+    for s in (CACHE_SITES.values() if sites is None else sites):
+        if (now := s.current()) != s.fingerprint:
+            out.append(f"cache site {s.name!r}: its code changed since fingerprint {s.fingerprint!r} was recorded with version {s.version}. "
+                       f"Bump the version (unless the change cannot alter what it trains) and record the new fingerprint: "
+                       f"cache_site({s.name!r}, {s.version + 1}, {now!r}, ...)")
+    return out
+
+# %% ../nbs/01b_train.ipynb #c057g
+_FIT_SITE = cache_site('fit', CACHE_VERSION, '93e1e31b3248',  # its version is CACHE_VERSION: bump that
+                       fit, _start, _optimizer, _batch_fn, batch_indices, shard, lr_schedule,
+                       momentum_schedule, ema_update, _sync_and_clip, epoch_batch, shuffle_seed, mix_seed)
 
 # %% ../nbs/01b_train.ipynb #c059
 def reproduce(out_dir=None,  # default figures/
