@@ -185,7 +185,7 @@ def text_batches(train: dict,  # from `render_split`, plus 'image_emb' (N, E)
     n, (C, P, _), B = len(train['labels']), prompts[0].shape, cfg.train.batch_size
     batches_per_epoch(n, B); K = C if _keys(cfg, task) == 'prompts' else B
     def batch(step: int) -> dict:
-        idx, _ = epoch_batch(n, B, step, lambda e: mix_seed(seed, e) % 2**63)
+        idx, _ = epoch_batch(n, B, step, seed)  # epoch e: the permutation seeded by shuffle_seed(seed, e)
         g = torch.Generator().manual_seed(mix_seed(seed, step, 1) % 2**63)
         cap, tpl = torch.randint(train['ids'].shape[1], (B,), generator=g), torch.randint(P, (C,), generator=g)
         ids, mask = _trim(train['ids'][idx, cap], train['mask'][idx, cap])
