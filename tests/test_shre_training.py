@@ -1,9 +1,10 @@
-"vlkd.shre: the timm teacher fails clearly offline, and a short SHRe run beats an untrained student's median rank."
-import os, subprocess, sys
+"vlkd.shre: the timm teacher fails clearly offline, a short SHRe run beats an untrained student's median rank, and a tiny reproduce writes only to its out_dir."
+import json, os, subprocess, sys
 from pathlib import Path
 import torch
 from vlkd.clip import WorldTensors
-from vlkd.shre import SHReConfig, TeacherConfig, train_teacher, teacher_logits, train_shre, make_student, evaluate_shre
+from vlkd.evaluate import predict, load_verdicts
+from vlkd.shre import SHReConfig, TeacherConfig, train_teacher, train_shre, make_student, evaluate_shre, reproduce
 from vlkd.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +23,7 @@ def test_short_run_lowers_loss_and_beats_random_median_rank(tmp_path):
     cfg = SHReConfig.tiny(teacher=tcfg, train=TrainConfig.tiny(steps=120, batch_size=64, lr=2e-3, progress=False), n_test=200, chunk=100)
     data, test = WorldTensors(tcfg.world, 'train', tcfg.n_train), WorldTensors(tcfg.world, 'test', cfg.n_test)
     teacher = train_teacher(tcfg, data, folder=tmp_path)
-    logits = teacher_logits(teacher, data.images)
+    logits = predict(teacher, data.images)
     student = train_shre(cfg, data, logits, 'both', seed=0)
     h = student.history.loss
     assert sum(h[-10:]) < sum(h[:10]), (h[:10], h[-10:])
@@ -30,3 +31,19 @@ def test_short_run_lowers_loss_and_beats_random_median_rank(tmp_path):
     random = evaluate_shre(make_student(cfg, logits.shape[1], seed=0), test, cfg.chunk)
     for k in ('i2t_medr_1k', 't2i_medr_1k'): assert trained[k] < random[k], (k, trained, random)
     assert all(p.grad is None for p in teacher.parameters())
+
+def test_tiny_reproduce_writes_verdicts_only_to_out_dir(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    cache, figures = tmp_path / 'cache', ROOT / 'figures'
+    monkeypatch.setenv('VLKD_CACHE', str(cache))  # a tiny run must not fill the teacher cache
+    before = {p: p.stat().st_mtime for p in figures.glob('*')}
+    paths = reproduce(out_dir=tmp_path / 'out', tiny=True)
+    assert sorted(p.name for p in paths) == ['03_shre_alignment.png', '03_shre_curves.png', '03_shre_retrieval.md', '03_shre_verdicts.json']
+    assert all(p.parent == tmp_path / 'out' and p.exists() for p in paths)
+    rows = load_verdicts('03_shre', tmp_path / 'out')  # checked: every verdict is the one its CI and gates give
+    assert len(rows) == 10 and {tuple(r['arms']) for r in rows} == {('both', 'kl'), ('both', 'rank'), ('both', 'untrained')}
+    assert all(r['gates'][0]['threshold'] == 90.0 for r in rows)
+    meta = json.loads((tmp_path / 'out' / '03_shre_retrieval.json').read_text())['meta']
+    assert meta['smoke_run'] and len(meta['runs']) == 4 and meta['teacher_top1'] == rows[0]['gates'][0]['value']
+    assert not cache.exists() or not any(cache.iterdir()), list(cache.iterdir())
+    assert before == {p: p.stat().st_mtime for p in figures.glob('*')}, 'a tiny run wrote into figures/'

@@ -12,12 +12,12 @@ from .utils import set_seed, save_figure, save_table, in_test
 from .losses import clip_loss, siglip_loss
 from .encoders import vit_encoder, bert_encoder, bert_tokenizer, TwoTower
 from .data import WorldConfig, CaptionWorld, collate, normalize, tokenize, mix_seed, epoch_batch, batches_per_epoch
-from .train import TrainConfig, fit, cached, cache_dir, cache_key, History
+from .train import TrainConfig, fit, cached, cache_site, History
 from .evaluate import embed_split, zero_shot_classifier, classification_metrics, retrieval_metrics
 
 # %% auto #0
-__all__ = ['ClipConfig', 'make_two_tower', 'WorldTensors', 'contrastive_batches', 'contrastive_step', 'pretrain_clip',
-           'evaluate_clip', 'run_clip_experiment', 'plot_histories', 'reproduce']
+__all__ = ['CLIP_SITE', 'ClipConfig', 'make_two_tower', 'WorldTensors', 'contrastive_batches', 'contrastive_step',
+           'pretrain_clip', 'evaluate_clip', 'run_clip_experiment', 'plot_histories', 'reproduce']
 
 # %% ../nbs/01d_clip.ipynb #c005
 @dataclass
@@ -74,8 +74,8 @@ def contrastive_batches(data: WorldTensors,  # rendered training split
     tok, n = tokenizer or bert_tokenizer(), len(data)
     batches_per_epoch(n, batch_size)  # fails now if the set is smaller than one batch
     def batch(step: int) -> dict:
-        idx, epoch = epoch_batch(n, batch_size, step, lambda e: mix_seed(seed, e) % 2**63)
-        caps = [data.captions[i][mix_seed(i, epoch) % len(data.captions[i])] for i in idx.tolist()]
+        idx, epoch = epoch_batch(n, batch_size, step, seed)  # epoch e: permutation seeded by shuffle_seed(seed, e)
+        caps = [data.captions[i][mix_seed(seed, i, epoch) % len(data.captions[i])] for i in idx.tolist()]  # the seed picks captions too
         ids, am = tokenize(caps, tok)
         return dict(images=normalize(data.float_images(idx)), input_ids=ids, attention_mask=am, labels=data.labels[idx], index=idx)
     return batch
@@ -93,19 +93,15 @@ def pretrain_clip(cfg: ClipConfig,  # what to train
                   cache: bool = True,  # use the teacher cache (`vlkd.train.cached`)
                   folder=None,  # cache folder; default `vlkd.train.cache_dir()`
                  ) -> TwoTower:
-    "A two-tower model pre-trained contrastively on the data world (from the cache when available)."
+    "A two-tower model pre-trained contrastively on the data world (from the cache when available), with its `.history`."
     def train_fn(model):
         data = WorldTensors(cfg.world, 'train', cfg.n_train)
-        model.history = fit(model, lambda m, b: contrastive_step(m, b, cfg.loss),
-                            contrastive_batches(data, cfg.train.batch_size, cfg.train.seed), cfg.train)
+        return fit(model, lambda m, b: contrastive_step(m, b, cfg.loss), contrastive_batches(data, cfg.train.batch_size, cfg.train.seed), cfg.train)
     if not cache:
-        model = make_two_tower(cfg); train_fn(model); return model.eval()
-    name = f'clip-{cfg.loss}'
-    model = cached(cfg, lambda: make_two_tower(cfg), train_fn, name=name, folder=folder)
-    hist_path = Path(folder or cache_dir()) / f'{name}-{cache_key(cfg, name)}.history.json'
-    if hasattr(model, 'history'): model.history.save(hist_path)
-    elif hist_path.exists(): model.history = History.load(hist_path)
-    return model
+        model = make_two_tower(cfg); model.history = train_fn(model); return model.eval()
+    return cached(cfg, lambda: make_two_tower(cfg), train_fn, name=f'clip-{cfg.loss}', folder=folder, site=CLIP_SITE)
+
+CLIP_SITE = cache_site('clip', 2, '62ca9fb59f08', pretrain_clip, make_two_tower, contrastive_step, contrastive_batches, WorldTensors.__init__)
 
 # %% ../nbs/01d_clip.ipynb #c020
 def evaluate_clip(model: TwoTower, world: WorldConfig, n_test: int = 1000, split: str = 'test') -> dict:

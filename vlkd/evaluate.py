@@ -311,7 +311,7 @@ def labelled_batches(images: torch.Tensor,  # (N, 3, H, W) uint8 or float in [0,
     if len(labels) != n: raise ValueError(f"images ({n}) and labels ({len(labels)}) differ in length")
     batches_per_epoch(n, batch_size)  # fails now if not even one batch fits
     def batch(step: int) -> dict:
-        idx, _ = epoch_batch(n, batch_size, step, lambda e: mix_seed(seed, e) % 2**63)
+        idx, _ = epoch_batch(n, batch_size, step, seed)
         x = as_float_images(images[idx])
         if flip: x = hflip(x, generator=torch.Generator().manual_seed(mix_seed(seed, step, 1) % 2**63))
         return dict(images=transform(x) if transform is not None else x, labels=torch.as_tensor(labels)[idx].long(), index=idx)
@@ -413,7 +413,7 @@ def linear_probe(encoder: nn.Module,  # frozen image encoder (`EncoderOutput`, `
     (ftr, ytr), (fte, yte) = (extract_features(encoder, d, cfg.batch_size, transform) for d in (train, test))
     bs = min(cfg.batch_size, len(ftr)); steps = cfg.epochs * batches_per_epoch(len(ftr), bs)
     set_seed(cfg.seed); head = probe_head(ftr.shape[1], num_classes, cfg.affine)
-    stream = lambda s: (lambda i: dict(x=ftr[i], y=ytr[i]))(epoch_batch(len(ftr), bs, s, lambda e: mix_seed(cfg.seed, e) % 2**63)[0])
+    stream = lambda s: (lambda i: dict(x=ftr[i], y=ytr[i]))(epoch_batch(len(ftr), bs, s, cfg.seed)[0])
     fit(head, lambda m, b: F.cross_entropy(m(b['x']), b['y']), stream,
         TrainConfig(steps=steps, batch_size=bs, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_frac=0.0, seed=cfg.seed, progress=False))
     with evaluating(head): return accuracy(head(fte), yte)

@@ -8,12 +8,13 @@ import argparse, importlib, time
 from pathlib import Path
 from tqdm.auto import tqdm
 from .utils import figures_dir, save_table, load_table
+from .train import training_seconds
 
 # %% auto #0
 __all__ = ['CHAPTERS', 'reproducible_chapters', 'run_all', 'main']
 
 # %% ../nbs/99_reproduce.ipynb #c004
-CHAPTERS = ['losses', 'encoders', 'data', 'train', 'clip', 'featkd', 'shre', 'ema_text', 'silc', 'capgap', 'retrieval']
+CHAPTERS = ['losses', 'encoders', 'data', 'train', 'evaluate', 'clip', 'featkd', 'shre', 'ema_text', 'silc', 'capgap', 'retrieval']
 
 def reproducible_chapters(only: list[str] | None = None  # restrict to these chapter names
                          ) -> list[str]:
@@ -27,13 +28,17 @@ def reproducible_chapters(only: list[str] | None = None  # restrict to these cha
 def run_all(only: list[str] | None = None,  # chapter names; default all
             tiny: bool = False,  # use the `.tiny()` configs (a smoke run)
             out_dir=None,  # where figures and tables go; default `figures/`
+            verbose: bool = True,  # print each chapter's time and training share when it ends
            ) -> list[dict]:
-    "Run each chapter's `reproduce`; returns rows of (chapter, seconds, files written)."
+    "Run each chapter's `reproduce`; rows of (chapter, seconds, train_seconds, other_seconds, train_share, files)."
     rows = []
     for c in (bar := tqdm(reproducible_chapters(only), desc='reproduce')):
-        bar.set_postfix_str(c); t0 = time.perf_counter()
+        bar.set_postfix_str(c); t0, fit0 = time.perf_counter(), training_seconds()
         paths = importlib.import_module(f'vlkd.{c}').reproduce(out_dir=out_dir, tiny=tiny)
-        rows.append(dict(chapter=c, seconds=round(time.perf_counter() - t0, 1), files=len(paths)))
+        total, train = time.perf_counter() - t0, training_seconds() - fit0
+        rows.append(dict(chapter=c, seconds=round(total, 1), train_seconds=round(train, 1), other_seconds=round(total - train, 1),
+                         train_share=round(train / total, 3) if total > 0 else 0.0, files=len(paths)))
+        if verbose: tqdm.write(f"{c:>10}: {total:8.1f} s ({train:.1f} s training, {total - train:.1f} s data/eval/figures), {len(paths)} files")
     if not tiny: _record_timings(rows, out_dir)
     return rows
 
@@ -52,4 +57,5 @@ def main(argv=None):
     p.add_argument('--tiny', action='store_true', help='small configs: a smoke run in seconds')
     p.add_argument('--out', default=None, help='output folder (default: figures/)')
     a = p.parse_args(argv)
-    for r in run_all(a.only, a.tiny, a.out): print(f"{r['chapter']:>10}: {r['seconds']:8.1f} s, {r['files']} files")
+    rows = run_all(a.only, a.tiny, a.out)
+    print(f"all: {sum(r['seconds'] for r in rows):.1f} s, of which {sum(r['train_seconds'] for r in rows):.1f} s training")
