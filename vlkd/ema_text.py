@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_ema_text.ipynb #c002
 from __future__ import annotations
-import copy, tempfile
+import contextlib, copy, tempfile
 from dataclasses import dataclass, field, replace, asdict
 from pathlib import Path
 import numpy as np
@@ -399,8 +399,8 @@ def ema_text_verdicts(rows: list[dict],  # from `run_ema_text`
 def reproduce(out_dir=None, tiny: bool = False) -> list[Path]:
     "Run every arm; write `04_ema_text_results.md/.json`, `04_ema_text_verdicts.json/.md`, `04_ema_text_bars.png`, `04_ema_text_noise.png`."
     cfg = EmaTextConfig.tiny() if tiny else EmaTextConfig()
-    with tempfile.TemporaryDirectory() as tmp: run = run_ema_text(cfg, folder=tmp if tiny else None)
-    meta = dict(config=asdict(cfg), runs=run.rows, gates=run.gates)
+    with (tempfile.TemporaryDirectory() if tiny else contextlib.nullcontext()) as tmp: run = run_ema_text(cfg, folder=tmp)
+    meta = dict(config=asdict(cfg), smoke_run=tiny, gates=run.gates, runs=run.rows)
     paths = [save_table(results_table(run.rows), '04_ema_text_results', out_dir, meta=meta),
              save_verdicts(ema_text_verdicts(run.rows, run.gates), '04_ema_text', out_dir)]
     title = 'smoke run (tiny config): ' if tiny else ''
