@@ -11,13 +11,17 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: venv export check-export test nbtest pytest reproduce readme clean-nbs bench help
+.PHONY: venv export check-export test nbtest pytest reproduce readme clean-nbs check-nbs docs lab browser-test bench help
 
 help:
 	@echo "make test       export check + nbdev_test + pytest (sets up .venv)"
 	@echo "make reproduce  run every experiment with its full config; writes figures/"
 	@echo "make readme     regenerate README.md from nbs/index.ipynb"
 	@echo "make bench      run benchmarks/*.py"
+	@echo "make lab        JupyterLab on this repository; saving a notebook keeps it in its committed form"
+	@echo "make docs       static HTML site of the notebooks in _docs/ (open _docs/index.html); ONLY=\"00_losses index\" for some"
+	@echo "make clean-nbs  put nbs/*.ipynb back in the committed form (no outputs); make check-nbs only checks"
+	@echo "make browser-test  JupyterLab and the docs in chromium (tests/test_browser.py); NOTEBOOKS=\"000_utils 00_losses\" for some"
 
 $(STAMP): requirements.txt constraints.txt settings.ini setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -51,8 +55,29 @@ readme: $(STAMP)
 	$(BIN)/jupyter nbconvert --to markdown --execute --no-input nbs/index.ipynb --output-dir . --output README
 	@sed -i 's#](\.\./figures/#](figures/#g; s#src="\.\./figures/#src="figures/#g' README.md
 
+# the committed form: nbdev_clean's (settings.ini), no outputs, each cell's source one string (tools/nbclean.py)
 clean-nbs: $(STAMP)
-	$(BIN)/nbdev_clean
+	$(PY) tools/nbclean.py
+
+check-nbs: $(STAMP)
+	$(PY) tools/nbclean.py --check
+
+# JupyterLab with jupyter_server_config.py (notebooks saved in the committed form); inline plots, this checkout's vlkd.
+# Extra flags: make lab LAB_ARGS="--no-browser --port 8899"
+LAB_ARGS ?=
+lab: $(STAMP)
+	env -u MPLBACKEND JUPYTER_CONFIG_PATH="$(CURDIR)$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" \
+	  PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" $(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+# executes every notebook (2 at a time, each in a scratch copy of the working tree) and writes _docs/*.html
+ONLY ?=
+docs: $(STAMP)
+	$(PY) tools/docs.py --out _docs --jobs 2 $(if $(ONLY),--only $(ONLY))
+
+# the real-browser test alone (make test runs it too when chromium is installed)
+NOTEBOOKS ?=
+browser-test: $(STAMP)
+	VLKD_BROWSER_NOTEBOOKS="$(NOTEBOOKS)" $(PY) -m pytest tests/test_browser.py -q -rs --tb=short
 
 bench: $(STAMP)
 	for f in benchmarks/*.py; do echo "== $$f"; OMP_NUM_THREADS=2 $(PY) $$f --save; done

@@ -13,20 +13,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
-from .utils import set_seed, save_figure, save_table, mean_std, in_test
+from .utils import set_seed, save_figure, save_table
 from .losses import clip_loss, siglip_loss, DINOLoss
 from .encoders import vit_encoder, bert_encoder, bert_tokenizer, TwoTower
-from .data import WorldConfig, MultiCrop, mix_seed
-from .train import TrainConfig, History, fit, cached, cache_dir, cache_key, ema_teacher
+from .data import WorldConfig, MultiCrop, mix_seed, normalize
+from .train import TrainConfig, fit, cached, cache_site, ema_teacher
 from .clip import WorldTensors, contrastive_batches, contrastive_step
-from .evaluate import (zero_shot_classifier, classification_metrics, retrieval_metrics, encode_texts,
-                            linear_probe, ProbeConfig, zero_shot_segmentation, miou)
+from .evaluate import (evaluating, model_device, batched, as_float_images, embed_split, zero_shot_classifier,
+                           classification_metrics, retrieval_metrics, linear_probe, ProbeConfig, zero_shot_segmentation,
+                           miou, background_miou, summarize, paired, gate, halfway_gate, verdict_row, save_verdicts)
 
 # %% auto #0
-__all__ = ['ARMS', 'METRICS', 'TABLE2', 'TABLE1', 'SiLCConfig', 'DINOHead', 'SiLCModel', 'make_silc_model', 'silc_batches',
-           'image_text_loss', 'teacher_stats', 'silc_step', 'train_silc', 'evaluate_silc', 'few_shot_split',
-           'arm_config', 'run_silc_ablation', 'summarize', 'plot_segmentation', 'plot_teacher', 'scale_study',
-           'reproduce']
+__all__ = ['SILC_SITE', 'ARMS', 'METRICS', 'STUDENT_ROWS', 'TABLE2', 'TABLE1', 'METRIC_NAMES', 'CLAIMS', 'PAPER', 'SEG_SETS',
+           'SMOKE', 'SiLCConfig', 'DINOHead', 'SiLCModel', 'make_silc_model', 'silc_batches', 'image_text_loss',
+           'teacher_stats', 'silc_step', 'train_silc', 'segment_objects', 'evaluate_silc', 'few_shot_split',
+           'arm_config', 'AblationConfig', 'SiLCAblation', 'run_silc_ablation', 'ablation_table', 'claim_source',
+           'silc_verdicts', 'plot_segmentation', 'plot_teacher', 'scale_study', 'reproduce']
 
 # %% ../nbs/05_silc.ipynb #c005
 @dataclass
@@ -171,44 +173,53 @@ def _pair(cfg):
     m = make_silc_model(cfg); return nn.ModuleDict(dict(student=m, ema=ema_teacher(m)))
 
 def train_silc(cfg: SiLCConfig,
-               data: WorldTensors | None = None,  # the rendered training split (rendered from cfg when None)
-               cache: bool = True,  # keep/load the trained pair in the cache (`vlkd.train.cached`)
+               data: WorldTensors | None = None,  # the rendered training split of cfg.n_train images (rendered from cfg when None)
+               cache: bool = True,  # keep/load the trained pair in the cache (`vlkd.train.cached` at `SILC_SITE`)
                folder=None,  # cache folder; default `vlkd.train.cache_dir()`
               ) -> SiLCModel:
     "Train a SiLC student (or, with dist_weight=0, its contrastive baselines) with an EMA teacher; the student, with `.ema` and `.history`."
-    hist_path = Path(folder or cache_dir()) / f'silc-{cache_key(cfg, "silc")}.history.json'
+    if data is not None and len(data) != cfg.n_train:
+        raise ValueError(f"data has {len(data)} images but cfg.n_train is {cfg.n_train}: the cache key would not describe the run")
     def train_fn(pair):
         d = data if data is not None else WorldTensors(cfg.world, 'train', cfg.n_train)
-        h = fit(pair['student'], partial(silc_step, teacher=pair['ema'], cfg=cfg), silc_batches(d, cfg), cfg.train, ema=pair['ema'])
-        if cache: h.save(hist_path)
-        pair.history = h
-    if cache: pair = cached(cfg, lambda: _pair(cfg), train_fn, name='silc', folder=folder)
-    else: pair = _pair(cfg); train_fn(pair)
+        return fit(pair['student'], partial(silc_step, teacher=pair['ema'], cfg=cfg), silc_batches(d, cfg), cfg.train, ema=pair['ema'])
+    if cache: pair = cached(cfg, lambda: _pair(cfg), train_fn, name='silc', folder=folder, site=SILC_SITE)
+    else: pair = _pair(cfg); pair.history = train_fn(pair); pair.eval()
     student = pair['student'].eval()
     object.__setattr__(student, 'ema', pair['ema'].eval())  # not a registered submodule: the student's parameters stay its own
-    student.history = getattr(pair, 'history', None) or (History.load(hist_path) if hist_path.exists() else None)
+    student.history = getattr(pair, 'history', None)
     return student
 
+SILC_SITE = cache_site('silc', 2, 'c04cb6c895b1', train_silc, _pair, make_silc_model, silc_batches, silc_step, image_text_loss,
+                       DINOHead.__init__, DINOHead.forward, SiLCModel.__init__, SiLCModel.project,  # methods: a notebook class has no source
+                       contrastive_batches, MultiCrop, DINOLoss, clip_loss, siglip_loss, TwoTower, vit_encoder, bert_encoder, ema_teacher)
+
 # %% ../nbs/05_silc.ipynb #c034
-@torch.no_grad()
+def segment_objects(model,  # has `encode_image_tokens` (patch tokens in the shared space)
+                    images: torch.Tensor,  # (N, 3, H, W) uint8 or float in [0, 1]
+                    class_text_emb: torch.Tensor,  # (C, E) one text embedding per object class (no background row)
+                    batch_size: int = 250) -> torch.Tensor:
+    "Zero-shot segmentation (N, H, W) in mask labels: object class c -> c + 1 (0 is background); a tied pixel -> -1."
+    dev = model_device(model)
+    with evaluating(model):
+        seg = batched(lambda x: zero_shot_segmentation(model, normalize(as_float_images(x.to(dev))), class_text_emb.to(dev)),
+                      images, batch_size=batch_size)
+    return torch.where(seg < 0, -1, seg + 1)
+
 def evaluate_silc(model,  # a SiLCModel or TwoTower (student or EMA)
                   test: WorldTensors,  # held-out images with captions, labels and masks
                   shots: WorldTensors,  # labelled images for the few-shot probe (k per class)
-                  probe: ProbeConfig | None = None, batch_size: int = 250) -> dict:
+                  probe: ProbeConfig | None = None,  # the few-shot probe; default 100 epochs of batch 64
+                  batch_size: int = 250) -> dict:
     "Zero-shot top-1, few-shot linear-probe top-1, i2t/t2i R@1 and zero-shot segmentation mIoU (all %)."
-    from vlkd.data import normalize
-    model.eval(); tok = bert_tokenizer(); x = normalize(test.float_images(slice(None)))
-    img = torch.cat([model.encode_image(x[a:a + batch_size]) for a in range(0, len(x), batch_size)])
+    tok = bert_tokenizer(); e = embed_split(model, test, tok, batch_size)
     W = zero_shot_classifier(model, test.class_names, test.prompt_templates, tok)
-    caps = [c for cs in test.captions for c in cs]
-    rt = retrieval_metrics(img, encode_texts(model, caps, tok), [i for i, cs in enumerate(test.captions) for _ in cs], ks=(1,))
-    seg = [zero_shot_segmentation(model, x[a:a + batch_size], W) + 1 for a in range(0, len(x), batch_size)]
-    masks = [test.masks[a:a + batch_size].long() for a in range(0, len(x), batch_size)]
-    with torch.enable_grad():
-        fs = linear_probe(model.visual, (normalize(shots.float_images(slice(None))), shots.labels), (x, test.labels),
-                          len(test.class_names), probe or ProbeConfig(epochs=100, batch_size=64))
-    return dict(zero_shot=classification_metrics(img, W, test.labels, ks=(1,))['top1'], few_shot=fs,
-                i2t_R1=rt['i2t_R@1'], t2i_R1=rt['t2i_R@1'], seg_mIoU=miou(seg, masks, len(test.seg_class_names), ignore_index=0))
+    rt = retrieval_metrics(e['image_emb'], e['text_emb'], e['text_to_image'], ks=(1,))
+    fs = linear_probe(model.visual, (shots.images, shots.labels), (test.images, test.labels), len(test.class_names),
+                      probe or ProbeConfig(epochs=100, batch_size=64), transform=normalize)
+    seg = segment_objects(model, test.images, W, batch_size)
+    return dict(zero_shot=classification_metrics(e['image_emb'], W, e['labels'], ks=(1,))['top1'], few_shot=fs,
+                i2t_R1=rt['i2t_R@1'], t2i_R1=rt['t2i_R@1'], seg_mIoU=miou(seg, test.masks.long(), len(test.seg_class_names), ignore_index=0))
 
 # %% ../nbs/05_silc.ipynb #c036
 def few_shot_split(world: WorldConfig, shots: int, split: str = 'val', pool: int = 2000) -> WorldTensors:
@@ -240,65 +251,147 @@ def arm_config(cfg: SiLCConfig, arm: str, seed: int) -> SiLCConfig:
     return replace(cfg, **over, seed=seed, train=replace(cfg.train, seed=seed, ema_schedule=schedule))
 
 # %% ../nbs/05_silc.ipynb #c044
-def run_silc_ablation(cfg: SiLCConfig,
-                      seeds=(0, 1, 2),  # one run per seed and arm
-                      arms=tuple(ARMS),  # which arms
-                      first_seed_only=('SiLC-C, cosine λ → 1',),  # arms run for the first seed only (budget)
-                      n_test: int = 1000,  # held-out test images
-                      shots: int = 10,  # images per class for the few-shot probe
-                      folder=None,  # cache folder (None: the default cache)
-                      probe: ProbeConfig | None = None) -> list[dict]:
-    "Rows (arm, seed, evaluated, metrics...) of the Table 1/2 arms; models and histories kept in `run_silc_ablation.models/.histories`."
-    data, test = WorldTensors(cfg.world, 'train', cfg.n_train), WorldTensors(cfg.world, 'test', n_test)
-    fs, rows, models, hists = few_shot_split(cfg.world, shots), [], {}, {}
-    for seed in seeds:
-        for arm in [a for a in arms if seed == seeds[0] or a not in first_seed_only]:
-            model = train_silc(arm_config(cfg, arm, seed), data, folder=folder)
-            which = ARMS[arm][1]; models[arm, seed] = model if which == 'student' else model.ema; hists[arm, seed] = model.history
-            rows.append(dict(arm=arm, seed=seed, evaluated=which, **evaluate_silc(models[arm, seed], test, fs, probe)))
-            if 'self-dist' in arm or arm == 'SiLC-S':
-                rows.append(dict(arm=arm + ' [student]', seed=seed, evaluated='student', **evaluate_silc(model, test, fs, probe)))
-    run_silc_ablation.models, run_silc_ablation.histories, run_silc_ablation.test = models, hists, test
-    return rows
+@dataclass
+class AblationConfig:
+    model: SiLCConfig = field(default_factory=SiLCConfig)  # the base config of every arm
+    seeds: tuple = (0, 1)  # one run per arm and seed (two fit the CPU budget of `make reproduce`)
+    first_seed_only: tuple = ('SiLC-C, cosine λ → 1',)  # arms run for the first seed only: illustrations, no verdict rows
+    n_test: int = 1000  # held-out test images
+    shots: int = 10  # labelled images per class for the few-shot probe
+    probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(epochs=100, batch_size=64))  # the few-shot probe
+    zero_shot_gate: float = halfway_gate(8)  # the CLIP baseline's zero-shot top-1 on the 8 shapes must reach this (56.25 %)
+    @classmethod
+    def tiny(cls, **kw):
+        "A smoke run: the tiny model, one seed, 64 test images, 2 shots per class."
+        return cls(**{**dict(model=SiLCConfig.tiny(), seeds=(0,), n_test=64, shots=2, probe=ProbeConfig.tiny()), **kw})
+
+@dataclass
+class SiLCAblation:
+    "What `run_silc_ablation` returns."
+    rows: list  # one dict per (arm, seed): arm, seed, evaluated ('student' or 'ema') and the METRICS
+    models: dict  # (arm, seed) -> the evaluated model
+    histories: dict  # (arm, seed) -> the History of its training run
+    test: WorldTensors  # the held-out split of the rows
+    background_miou: float  # mIoU of predicting background everywhere on `test`, same protocol as seg_mIoU
+    config: AblationConfig
 
 METRICS = ('zero_shot', 'few_shot', 'i2t_R1', 't2i_R1', 'seg_mIoU')
+STUDENT_ROWS = ('+ self-dist (SiLC-C)', 'SiLC-S')  # arms whose SiLC student is evaluated too, as '<arm> [student]'
 
-def summarize(rows: list[dict], arms=None) -> list[dict]:
-    "Mean ± std over seeds of every metric, one row per arm (in the order of `arms`, default first appearance)."
-    arms = arms or list(dict.fromkeys(r['arm'] for r in rows))
+def run_silc_ablation(cfg: AblationConfig,
+                      arms=tuple(ARMS),  # which arms
+                      folder=None,  # cache folder (None: the default cache)
+                     ) -> SiLCAblation:
+    "Train (or load) every arm for every seed, evaluate the model each arm names; rows, models, histories."
+    m = cfg.model; data, test = WorldTensors(m.world, 'train', m.n_train), WorldTensors(m.world, 'test', cfg.n_test)
+    fs, rows, models, hists = few_shot_split(m.world, cfg.shots), [], {}, {}
+    for seed in cfg.seeds:
+        for arm in [a for a in arms if seed == cfg.seeds[0] or a not in cfg.first_seed_only]:
+            model = train_silc(arm_config(m, arm, seed), data, folder=folder); which = ARMS[arm][1]
+            models[arm, seed] = model if which == 'student' else model.ema; hists[arm, seed] = model.history
+            rows.append(dict(arm=arm, seed=seed, evaluated=which, **evaluate_silc(models[arm, seed], test, fs, cfg.probe)))
+            if arm in STUDENT_ROWS:
+                rows.append(dict(arm=arm + ' [student]', seed=seed, evaluated='student', **evaluate_silc(model, test, fs, cfg.probe)))
+    bg = background_miou(test.masks.long(), len(test.seg_class_names), ignore_index=0)
+    return SiLCAblation(rows, models, hists, test, bg, cfg)
+
+# %% ../nbs/05_silc.ipynb #c044a
+TABLE2 = ['CLIP', '+ additional views', '+ EMA', '+ self-dist (SiLC-C)', 'SiLC-C, cosine λ → 1', '+ self-dist (SiLC-C) [student]']
+TABLE1 = ['CLIP', '+ self-dist (SiLC-C)', 'SigLIP', 'SiLC-S', 'SiLC-S [student]']
+
+def ablation_table(rows: list[dict],  # from `run_silc_ablation`
+                   arms: list[str],  # the arms of the table, in order
+                   one_seed=(),  # arms run for one seed only: marked as illustrations
+                  ) -> list[dict]:
+    "Per arm: n, and the mean and sample std over seeds of every metric (`vlkd.evaluate.summarize`), with a note."
+    missing = [a for a in arms if not any(r['arm'] == a for r in rows)]
+    if missing: raise ValueError(f"no rows for arms {missing}")
+    out = summarize([r for a in arms for r in rows if r['arm'] == a], ('arm',), METRICS)
+    return [r | dict(note='1 seed: illustration, no verdict row' if r['arm'] in one_seed else '') for r in out]
+
+# %% ../nbs/05_silc.ipynb #c046b
+METRIC_NAMES = dict(zero_shot='zero-shot top-1', few_shot='few-shot linear-probe top-1', i2t_R1='image→text R@1',
+                    t2i_R1='text→image R@1', seg_mIoU='zero-shot segmentation mIoU')
+
+CLAIMS = [  # (arm claimed better, arm it is compared with, where in 003): one verdict row per claim and metric
+    ('+ additional views', 'CLIP', '003 Table 2, row 2 vs 1'),
+    ('+ EMA', '+ additional views', '003 Table 2, row 3 vs 2'),
+    ('+ self-dist (SiLC-C)', '+ EMA', '003 Table 2, row 4 vs 3'),
+    ('SiLC-S', 'SigLIP', '003 Table 1, SiLC-S* vs SigLIP'),
+]
+
+PAPER = {  # 003's numbers: ImageNet zero-shot, COCO I2T@1 and T2I@1, segmentation mIoU on three sets (few-shot: no column)
+    'CLIP': dict(zero_shot=71.7, i2t_R1=59.1, t2i_R1=42.9, seg_mIoU=(11.8, 12.9, 20.1)),
+    '+ additional views': dict(zero_shot=73.6, i2t_R1=60.6, t2i_R1=43.2, seg_mIoU=(11.7, 13.0, 20.0)),
+    '+ EMA': dict(zero_shot=73.7, i2t_R1=61.3, t2i_R1=43.1, seg_mIoU=(11.9, 13.3, 20.5)),
+    '+ self-dist (SiLC-C)': dict(zero_shot=74.3, i2t_R1=62.7, t2i_R1=43.9, seg_mIoU=(12.2, 15.3, 21.1)),
+    'SigLIP': dict(zero_shot=75.1, i2t_R1=62.6, t2i_R1=44.9, seg_mIoU=(13.6, 22.9, 64.7)),
+    'SiLC-S': dict(zero_shot=75.8, i2t_R1=63.0, t2i_R1=44.6, seg_mIoU=(16.7, 28.6, 72.1)),
+}
+SEG_SETS = {'003 Table 2': 'A-150/Stuff/PC-59', '003 Table 1': 'A-150/PC-59/VOC-20'}
+
+def claim_source(a: str, b: str, where: str, metric: str) -> str:
+    "Where the claim comes from, with the paper's numbers for arm b → arm a."
+    if metric not in PAPER[a]: return f"{where}: no few-shot column (003's abstract claims few-shot gains)"
+    f = lambda v: '/'.join(map(str, v)) if isinstance(v, tuple) else str(v)
+    sets = f" ({SEG_SETS[where.split(',')[0]]})" if metric == 'seg_mIoU' else ''
+    return f"{where}: {f(PAPER[b][metric])} → {f(PAPER[a][metric])}{sets}"
+
+# %% ../nbs/05_silc.ipynb #c046d
+def _exceeds(name, value, threshold):
+    "A gate that needs `value` strictly above `threshold`: a baseline to beat, not a level to reach."
+    g = gate(name, value, threshold); return g | dict(passed=g['passed'] and float(value) > float(threshold))
+
+def silc_verdicts(rows: list[dict],  # per-run rows (arm, seed, METRICS), e.g. `SiLCAblation.rows`
+                  background_miou: float,  # the segmentation baseline on the same test split
+                  zero_shot_gate: float,  # the baselines' zero-shot threshold, fixed before the run
+                  note: str = '',  # appended to every source, e.g. ' · smoke run (tiny config)'
+                 ) -> list[dict]:
+    "One verdict row per claim of `CLAIMS` and metric of `METRICS`, paired by seed, with the baselines' gates."
+    mean = lambda arm, k: float(np.mean([r[k] for r in rows if r['arm'] == arm]))
+    def seeds(arm): k = sum(r['arm'] == arm for r in rows); return f"{k} seed{'s' * (k != 1)}"
     out = []
-    for a in arms:
-        rs = [r for r in rows if r['arm'] == a]
-        if not rs: raise ValueError(f"no rows for arm {a!r}")
-        out.append(dict(model=a, seeds=len(rs), **{k: mean_std([r[k] for r in rs], 1) for k in METRICS}))
+    for a, b, where in CLAIMS:
+        base = ['CLIP'] + (['SigLIP'] if b == 'SigLIP' else [])
+        for m in METRICS:
+            gates = [gate(f'{x} zero-shot top-1, 8 shapes (mean of {seeds(x)})', mean(x, 'zero_shot'), zero_shot_gate) for x in base]
+            if m == 'seg_mIoU': gates += [_exceeds(f'{x} mIoU > background everywhere', mean(x, m), background_miou) for x in base]
+            out.append(verdict_row(f'{a} beats {b} at {METRIC_NAMES[m]}', claim_source(a, b, where, m) + note, paired(rows, a, b, m), gates))
     return out
 
 # %% ../nbs/05_silc.ipynb #c048
 _SEG_COLOURS = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-                         [145, 30, 180], [70, 240, 240], [240, 50, 230]]) / 255
+                         [145, 30, 180], [70, 240, 240], [240, 50, 230], [128, 128, 128]]) / 255  # the last: a tied pixel
 
 def plot_segmentation(models: dict,  # name -> model with encode_image_tokens / encode_text
-                      test: WorldTensors, idx=(0, 1, 2, 3, 4, 5)) -> plt.Figure:
+                      test: WorldTensors, idx=(0, 1, 2, 3, 4, 5),
+                      scores: dict | None = None,  # name -> its mIoU on the whole test split, shown over its column
+                      seed: int | None = None,  # the seed the models were trained with, shown over each column
+                      title: str | None = None,  # e.g. 'smoke run (tiny config)'
+                     ) -> plt.Figure:
     "Rows: test images; columns: image, ground truth, each model's zero-shot segmentation (background pixels greyed)."
-    from vlkd.data import normalize
-    idx = list(idx); x, gt = normalize(test.float_images(idx)), test.masks[idx].long(); tok = bert_tokenizer()
-    preds = {n: zero_shot_segmentation(m.eval(), x, zero_shot_classifier(m, test.class_names, test.prompt_templates, tok)) + 1
-             for n, m in models.items()}
-    fig, axs = plt.subplots(len(idx), 2 + len(models), figsize=(1.6 * (2 + len(models)), 1.6 * len(idx)), squeeze=False)
+    idx = list(idx); gt, tok, tie = test.masks[idx].long(), bert_tokenizer(), len(_SEG_COLOURS) - 1
+    preds = {n: segment_objects(m, test.images[idx], zero_shot_classifier(m, test.class_names, test.prompt_templates, tok)) for n, m in models.items()}
+    heads = [n + ''.join([f'\nseed {seed}' if seed is not None else '', f' · mIoU {scores[n]:.1f}' if scores and n in scores else '']) for n in models]
+    fig, axs = plt.subplots(len(idx), 2 + len(models), figsize=(1.9 * (2 + len(models)), 1.7 * len(idx) + 0.4), squeeze=False)
     for r in range(len(idx)):
         cols = [test.float_images(idx[r]).permute(1, 2, 0).numpy(), _SEG_COLOURS[gt[r].numpy()]]
-        cols += [np.where((gt[r] == 0).numpy()[..., None], 0.35 + 0.3 * _SEG_COLOURS[p[r].numpy()], _SEG_COLOURS[p[r].numpy()]) for p in preds.values()]
+        cols += [np.where((gt[r] == 0).numpy()[..., None], 0.35 + 0.3 * c, c) for c in (_SEG_COLOURS[torch.where(p[r] < 0, tie, p[r]).numpy()] for p in preds.values())]
         for c, im in enumerate(cols):
             axs[r, c].imshow(im, interpolation='nearest'); axs[r, c].set_xticks([]); axs[r, c].set_yticks([])
-            if r == 0: axs[r, c].set_title(['image', 'ground truth', *models][c], fontsize=8)
+            if r == 0: axs[r, c].set_title(['image', 'ground truth', *heads][c], fontsize=7)
     handles = [plt.Rectangle((0, 0), 1, 1, color=_SEG_COLOURS[i]) for i in range(len(test.seg_class_names))]
     fig.legend(handles, test.seg_class_names, loc='lower center', ncol=5, fontsize=7, frameon=False)
+    if scores: title = ' · '.join(filter(None, [title, f'mIoU over the 8 object classes of all {len(test)} test images']))
+    if title: fig.suptitle(title, fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 # %% ../nbs/05_silc.ipynb #c050
 def plot_teacher(histories: dict,  # name -> History of a SiLC run (with the collapse-guard logs)
-                 smooth: int = 10) -> plt.Figure:
+                 smooth: int = 10,  # moving-average window (logged points)
+                 title: str | None = None,  # e.g. 'smoke run (tiny config)'
+                ) -> plt.Figure:
     "Teacher entropy, batch-mean entropy (both / log K), center norm and self-distillation loss over training."
     keys = ['teacher_entropy', 'teacher_batch_entropy', 'center_norm', 'self_dist']
     fig, axs = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8))
@@ -307,42 +400,49 @@ def plot_teacher(histories: dict,  # name -> History of a SiLC run (with the col
             y = np.asarray(h.logs.get(k, []), dtype=float)
             if len(y) >= smooth: ax.plot(h.steps[smooth - 1:len(y)], np.convolve(y, np.ones(smooth) / smooth, 'valid'), label=name)
     for ax, k in zip(axs, keys): ax.set(xlabel='step', title=k.replace('_', ' '))
-    axs[0].legend(fontsize=7); fig.tight_layout()
+    axs[0].legend(fontsize=7)
+    if title: fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
     return fig
 
 # %% ../nbs/05_silc.ipynb #c053
-def scale_study(cfg: SiLCConfig, short: int = 150, n_test: int = 1000, shots: int = 10, folder=None,
-                probe: ProbeConfig | None = None) -> list[dict]:
-    "The CLIP arm (seed 0) with patchify vs convolutional stem, for `short` and `cfg.train.steps` steps: rows of metrics."
-    test, fs, rows = WorldTensors(cfg.world, 'test', n_test), few_shot_split(cfg.world, shots), []
-    data = WorldTensors(cfg.world, 'train', cfg.n_train)
+def scale_study(cfg: AblationConfig,
+                short: int = 150,  # the short schedule (steps); the long one is cfg.model.train.steps
+                folder=None,  # cache folder (None: the default cache)
+               ) -> list[dict]:
+    "The CLIP arm (first seed) with patchify vs convolutional stem, short and full schedule: one row of metrics each."
+    m, seed = cfg.model, cfg.seeds[0]
+    data, test, fs = WorldTensors(m.world, 'train', m.n_train), WorldTensors(m.world, 'test', cfg.n_test), few_shot_split(m.world, cfg.shots)
+    rows = []
     for stem in (False, True):
-        for steps in sorted({min(short, cfg.train.steps), cfg.train.steps}):
-            c = arm_config(replace(cfg, conv_stem=stem, train=replace(cfg.train, steps=steps)), 'CLIP', 0)
-            rows.append(dict(stem='convolutional' if stem else 'patchify', steps=steps,
-                             **evaluate_silc(train_silc(c, data, folder=folder), test, fs, probe)))
+        for steps in sorted({min(short, m.train.steps), m.train.steps}):
+            c = arm_config(replace(m, conv_stem=stem, train=replace(m.train, steps=steps)), 'CLIP', seed)
+            rows.append(dict(arm='CLIP', seed=seed, stem='convolutional' if stem else 'patchify', steps=steps,
+                             **evaluate_silc(train_silc(c, data, folder=folder), test, fs, cfg.probe)))
     return rows
 
 # %% ../nbs/05_silc.ipynb #c056
-TABLE2 = ['CLIP', '+ additional views', '+ EMA', '+ self-dist (SiLC-C)', 'SiLC-C, cosine λ → 1', '+ self-dist (SiLC-C) [student]']
-TABLE1 = ['CLIP', '+ self-dist (SiLC-C)', 'SigLIP', 'SiLC-S', 'SiLC-S [student]']
+SMOKE = 'smoke run (tiny config)'
+
+def _figures(res: SiLCAblation, out_dir, title) -> list[Path]:
+    "The segmentation maps and the collapse-guard curves of the first seed."
+    s = res.config.seeds[0]; arms = ['CLIP', '+ self-dist (SiLC-C)', 'SigLIP', 'SiLC-S']
+    scores = {r['arm']: r['seg_mIoU'] for r in res.rows if r['seed'] == s}
+    figs = {'05_silc_segmentation': plot_segmentation({a: res.models[a, s] for a in arms}, res.test, scores=scores, seed=s, title=title),
+            '05_silc_teacher': plot_teacher({'SiLC-C, fixed λ': res.histories['+ self-dist (SiLC-C)', s],
+                                             'SiLC-C, cosine λ → 1 (1 seed, illustration)': res.histories['SiLC-C, cosine λ → 1', s],
+                                             'SiLC-S, fixed λ': res.histories['SiLC-S', s]}, title=title)}
+    paths = [save_figure(f, name, out_dir) for name, f in figs.items()]
+    for f in figs.values(): plt.close(f)
+    return paths
 
 def reproduce(out_dir=None, tiny: bool = False) -> list[Path]:
-    "Run the ablation over seeds and write the tables (05_silc_table1/2/runs) and figures (segmentation, teacher)."
-    cfg = SiLCConfig.tiny() if tiny else SiLCConfig()
-    seeds, n_test, shots = ((0,), 64, 2) if tiny else ((0, 1), 1000, 10)
-    rows = run_silc_ablation(cfg, seeds, n_test=n_test, shots=shots, probe=ProbeConfig.tiny() if tiny else None)
-    meta = dict(config=asdict(cfg), seeds=seeds, n_test=n_test, shots=shots)
-    t1 = [r | dict(model=r['model'].replace('+ self-dist (SiLC-C)', 'SiLC-C')) for r in summarize(rows, TABLE1)]
-    paths = [save_table(summarize(rows, TABLE2), '05_silc_table2', out_dir, meta), save_table(t1, '05_silc_table1', out_dir, meta),
-             save_table(rows, '05_silc_runs', out_dir, meta),
-             save_table(scale_study(cfg, n_test=n_test, shots=shots, probe=ProbeConfig.tiny() if tiny else None), '05_silc_scale', out_dir, meta)]
-    ms = run_silc_ablation.models
-    fig = plot_segmentation({'CLIP': ms['CLIP', 0], 'SiLC-C': ms['+ self-dist (SiLC-C)', 0], 'SigLIP': ms['SigLIP', 0],
-                             'SiLC-S': ms['SiLC-S', 0]}, run_silc_ablation.test)
-    paths.append(save_figure(fig, '05_silc_segmentation', out_dir)); plt.close(fig)
-    hs = run_silc_ablation.histories
-    fig = plot_teacher({'SiLC-C, fixed λ': hs['+ self-dist (SiLC-C)', 0], 'SiLC-C, cosine λ → 1': hs['SiLC-C, cosine λ → 1', 0],
-                        'SiLC-S, fixed λ': hs['SiLC-S', 0]})
-    paths.append(save_figure(fig, '05_silc_teacher', out_dir)); plt.close(fig)
-    return paths
+    "Run the ablation over seeds; write the tables (05_silc_table1/2/runs/scale), the verdicts and the figures."
+    cfg = AblationConfig.tiny() if tiny else AblationConfig(); res = run_silc_ablation(cfg)
+    meta = dict(config=asdict(cfg), run=SMOKE if tiny else 'full config', background_miou=res.background_miou)
+    one = cfg.first_seed_only
+    paths = [save_table(ablation_table(res.rows, TABLE2, one), '05_silc_table2', out_dir, meta),
+             save_table(ablation_table(res.rows, TABLE1, one), '05_silc_table1', out_dir, meta),
+             save_table(res.rows, '05_silc_runs', out_dir, meta), save_table(scale_study(cfg), '05_silc_scale', out_dir, meta),
+             save_verdicts(silc_verdicts(res.rows, res.background_miou, cfg.zero_shot_gate, f' · {SMOKE}' if tiny else ''), '05_silc', out_dir)]
+    return paths + _figures(res, out_dir, SMOKE if tiny else None)

@@ -4,15 +4,16 @@
 
 # %% ../nbs/000_utils.ipynb #c002
 from __future__ import annotations
-import json, os, random
+import json, os, random, socket, textwrap
 from pathlib import Path
+from urllib.parse import urlparse
 import numpy as np
 import torch
 import torch.distributed as dist
 
 # %% auto #0
 __all__ = ['set_seed', 'in_test', 'figures_dir', 'save_figure', 'markdown_table', 'save_table', 'load_table', 'mean_std',
-           'world_info', 'gather_features']
+           'world_info', 'gather_features', 'hub_reachable', 'offline_note']
 
 # %% ../nbs/000_utils.ipynb #c005
 def set_seed(seed: int = 0,  # the seed for python, numpy and torch
@@ -113,3 +114,34 @@ def gather_features(*features: torch.Tensor  # per-rank tensors, gathered along 
         parts[rank] = f
         out.append(torch.cat(parts))
     return out[0] if len(out) == 1 else tuple(out)
+
+# %% ../nbs/000_utils.ipynb #c025
+_TRUE = {'1', 'ON', 'YES', 'TRUE'}  # what huggingface_hub reads as set
+
+def _offline_vars() -> list[str]:
+    return [v for v in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE') if os.environ.get(v, '').strip().upper() in _TRUE]
+
+def hub_reachable(timeout: float = 2.0,  # seconds the TCP connect may take
+                 ) -> bool:
+    "False at once under `HF_HUB_OFFLINE`/`TRANSFORMERS_OFFLINE`; else whether the hub (`HF_ENDPOINT`, default huggingface.co:443) accepts a TCP connection."
+    if not timeout > 0: raise ValueError(f"hub_reachable: timeout must be > 0 seconds, got {timeout!r}")
+    if _offline_vars(): return False
+    url = urlparse(os.environ.get('HF_ENDPOINT') or 'https://huggingface.co')
+    try:
+        with socket.create_connection((url.hostname, url.port or (80 if url.scheme == 'http' else 443)), timeout=timeout): return True
+    except OSError: return False  # refused, unreachable, no DNS, or timed out
+
+# %% ../nbs/000_utils.ipynb #c029
+def offline_note(what: str,  # what the cell would do, e.g. "load the ViT-B/16 teacher from the hub"
+                 how_to_get: str,  # how to get the weights or data
+                 how_to_pass_local: str,  # how to point the cell at local files instead
+                 width: int = 100,  # line width of the paragraph
+                ) -> str:
+    "The one-paragraph note a cell prints instead of raising when the hub or a user's data is out of reach."
+    for name, v in dict(what=what, how_to_get=how_to_get, how_to_pass_local=how_to_pass_local).items():
+        if not isinstance(v, str) or not v.strip(): raise ValueError(f"offline_note: {name} must be a non-empty string, got {v!r}")
+    off = _offline_vars()
+    why = f"{' and '.join(off)} {'is' if len(off) == 1 else 'are'} set" if off else 'the resource is not reachable from here'
+    text = (f"Not run: this cell would {what.strip().rstrip('.')}, but {why}. To get it: {how_to_get.strip().rstrip('.')}. "
+            f"To use local files instead: {how_to_pass_local.strip().rstrip('.')}. The rest of the notebook does not need it.")
+    return textwrap.fill(text, width)
