@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_ema_text.ipynb #c002
 from __future__ import annotations
-import copy, math
+import contextlib, copy, tempfile
 from dataclasses import dataclass, field, replace, asdict
 from pathlib import Path
 import numpy as np
@@ -12,19 +12,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
-from .utils import set_seed, save_figure, save_table, mean_std
+from .utils import set_seed, save_figure, save_table
 from .losses import clip_loss, DINOLoss
 from .encoders import HFTextEncoder, OpenCLIPText, EncoderOutput, TwoTower, bert_tokenizer
-from .data import WorldConfig, tokenize, normalize
-from .train import TrainConfig, fit, ema_teacher, batch_indices
+from .data import WorldConfig, tokenize, normalize, mix_seed, epoch_batch, batches_per_epoch
+from .train import TrainConfig, History, fit, ema_teacher
 from .clip import ClipConfig, pretrain_clip, WorldTensors
-from .evaluate import retrieval_metrics, classification_metrics, class_embeddings
+from .evaluate import (evaluating, batched, embed_images, retrieval_metrics, classification_metrics, class_embeddings,
+                           zero_shot_classifier, summarize, paired, gate, halfway_gate, verdict_row, save_verdicts)
 
 # %% auto #0
-__all__ = ['HOLDOUT', 'METHODS', 'TASKS', 'EmaTextConfig', 'token_embedding', 'encode_from_embeddings', 'mix_token_embeddings',
-           'TextTower', 'teacher_targets', 'self_distillation_loss', 'render_split', 'prompt_tokens', 'image_features',
-           'text_batches', 'ema_text_loss', 'train_arm', 'evaluate_arm', 'run_ema_text', 'summarize', 'plot_bars',
-           'plot_noise', 'reproduce', 'open_clip_two_tower']
+__all__ = ['HOLDOUT', 'METHODS', 'TASKS', 'METRICS', 'GROUP', 'CLAIMS', 'EmaTextConfig', 'token_embedding',
+           'encode_from_embeddings', 'mix_token_embeddings', 'TextTower', 'teacher_targets', 'self_distillation_loss',
+           'render_split', 'prompt_tokens', 'text_batches', 'ema_text_loss', 'train_arm', 'evaluate_arm',
+           'pretrained_gate', 'EmaTextRun', 'run_ema_text', 'results_table', 'plot_bars', 'plot_noise',
+           'noise_gap_rows', 'ema_text_verdicts', 'reproduce', 'open_clip_two_tower']
 
 # %% ../nbs/04_ema_text.ipynb #c006
 HOLDOUT = (('red', 'circle'), ('green', 'square'), ('blue', 'triangle'), ('yellow', 'diamond'),
@@ -56,6 +58,8 @@ class EmaTextConfig:
     tasks: tuple = TASKS  # downstream tasks
     noise_levels: tuple = (0.0, 0.3, 0.6)  # caption-noise rates p (retrieval; classification uses the first)
     seeds: tuple = (0, 1, 2)  # one run per seed
+    clip_gate: float = halfway_gate(8)  # competence gate, fixed before the run: the CLIP's zero-shot top-1 (%) on its world's 8 shapes
+    n_gate: int = 1000  # held-out images (the pre-training world's test split) that measure it
 
     def __post_init__(self):
         if self.world.img_size != self.clip.world.img_size: raise ValueError(f"world.img_size {self.world.img_size} != the pre-trained model's {self.clip.world.img_size}")
@@ -63,12 +67,13 @@ class EmaTextConfig:
         if bad := set(self.methods) - set(METHODS) | set(self.tasks) - set(TASKS): raise ValueError(f"unknown methods/tasks {sorted(bad)}")
         if min(self.tau_s, self.tau_t, self.mix_alpha) <= 0 or not 0 <= self.center_momentum <= 1: raise ValueError("need τs, τt, α > 0 and 0 ≤ m ≤ 1")
         if not self.world.holdout: raise ValueError("world.holdout must name held-out (colour, shape) pairs")
+        if self.n_gate < 1: raise ValueError(f"n_gate must be ≥ 1, got {self.n_gate}")
 
     @classmethod
     def tiny(cls, **kw):
         return cls(**{**dict(clip=ClipConfig.tiny(), world=_downstream_world(), n_train=128, n_test=48, n_holdout=32,
                              train=TrainConfig.tiny(steps=6, batch_size=32, lr=3e-4, ema_momentum=0.9, progress=False),
-                             noise_levels=(0.0, 0.5), seeds=(0,)), **kw})
+                             noise_levels=(0.0, 0.5), seeds=(0,), n_gate=64), **kw})
 
 # %% ../nbs/04_ema_text.ipynb #c009
 def token_embedding(encoder: nn.Module  # HFTextEncoder or OpenCLIPText
@@ -165,13 +170,6 @@ def prompt_tokens(class_names, templates, tokenizer=None) -> tuple[torch.Tensor,
     ids, mask = tokenize([t.format(c) for c in class_names for t in templates], tokenizer or bert_tokenizer())
     return ids.view(len(class_names), len(templates), -1), mask.view(len(class_names), len(templates), -1)
 
-@torch.no_grad()
-def image_features(model: TwoTower, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    "Normalised image embeddings (N, E) of uint8 images through the (locked) image tower."
-    was = model.training; model.eval()
-    out = torch.cat([model.encode_image(normalize(images[a:a + batch_size].float() / 255)) for a in range(0, len(images), batch_size)])
-    model.train(was); return out
-
 # %% ../nbs/04_ema_text.ipynb #c024
 def _keys(cfg, task): return cfg.keys if cfg.keys != 'auto' else ('prompts' if task == 'classification' else 'captions')
 
@@ -183,16 +181,18 @@ def text_batches(train: dict,  # from `render_split`, plus 'image_emb' (N, E)
                  cfg: EmaTextConfig, task: str, seed: int,
                  pixels: bool = False,  # add normalised images (finetuning both towers)
                 ):
-    "A function `batch(step)` -> dict for `ema_text_loss`."
+    "A function `batch(step)` -> dict for `ema_text_loss`, every draw seeded by `mix_seed(seed, ...)`."
     n, (C, P, _), B = len(train['labels']), prompts[0].shape, cfg.train.batch_size
+    batches_per_epoch(n, B); K = C if _keys(cfg, task) == 'prompts' else B
     def batch(step: int) -> dict:
-        idx = torch.tensor(batch_indices(n, B, step, seed)); g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        cap = torch.randint(train['ids'].shape[1], (B,), generator=g); tpl = torch.randint(P, (C,), generator=g)
+        idx, _ = epoch_batch(n, B, step, seed)  # epoch e: the permutation seeded by shuffle_seed(seed, e)
+        g = torch.Generator().manual_seed(mix_seed(seed, step, 1) % 2**63)
+        cap, tpl = torch.randint(train['ids'].shape[1], (B,), generator=g), torch.randint(P, (C,), generator=g)
         ids, mask = _trim(train['ids'][idx, cap], train['mask'][idx, cap])
         pids, pmask = _trim(prompts[0][torch.arange(C), tpl], prompts[1][torch.arange(C), tpl])
-        K = C if _keys(cfg, task) == 'prompts' else B
-        out = dict(image_emb=train['image_emb'][idx], labels=train['labels'][idx], ids=ids, mask=mask, prompt_ids=pids, prompt_mask=pmask,
-                   perm=torch.randperm(K, generator=g), lam=float(np.random.default_rng([seed, step]).beta(cfg.mix_alpha, cfg.mix_alpha)))
+        lam = float(np.random.default_rng(mix_seed(seed, step, 2)).beta(cfg.mix_alpha, cfg.mix_alpha))
+        out = dict(image_emb=train['image_emb'][idx], labels=train['labels'][idx], ids=ids, mask=mask, prompt_ids=pids,
+                   prompt_mask=pmask, perm=torch.randperm(K, generator=g), lam=lam, index=idx)
         if pixels: out['images'] = normalize(train['images'][idx].float() / 255)
         return out
     return batch
@@ -244,9 +244,11 @@ def train_arm(model: TwoTower,  # the pre-trained model (left untouched)
     return (teacher if teacher is not None and cfg.eval_teacher else student).eval(), None, h
 
 # %% ../nbs/04_ema_text.ipynb #c032
-@torch.no_grad()
 def _encode(text, ids, mask, batch_size=1024):
-    return torch.cat([text(*_trim(ids[a:a + batch_size], mask[a:a + batch_size])) for a in range(0, len(ids), batch_size)])
+    "Embeddings of pre-tokenised texts by `text` (a module or `encode_text`), in batches trimmed of padding."
+    run = lambda i, m: text(*_trim(i, m))
+    if not isinstance(text, nn.Module): return batched(run, ids, mask, batch_size=batch_size)
+    with evaluating(text): return batched(run, ids, mask, batch_size=batch_size)
 
 @torch.no_grad()
 def evaluate_arm(text,  # callable: (ids, mask) -> normalised text embeddings
@@ -264,81 +266,146 @@ def evaluate_arm(text,  # callable: (ids, mask) -> normalised text embeddings
         for K in (1, 5): out[f'R@{K}_{name}'] = (r[f'i2t_R@{K}'] + r[f't2i_R@{K}']) / 2
     return out
 
+# %% ../nbs/04_ema_text.ipynb #c033b
+def pretrained_gate(model: TwoTower,  # the pre-trained model every arm starts from
+                    cfg: EmaTextConfig,  # its world (`cfg.clip.world`), `n_gate` and the threshold `clip_gate`
+                    tokenizer=None,  # the model's tokenizer; default BERT uncased
+                   ) -> dict:
+    "Competence gate of the pre-trained model: zero-shot top-1 (%) on `n_gate` test images of its own world vs `clip_gate`."
+    data = WorldTensors(cfg.clip.world, 'test', cfg.n_gate)
+    W = zero_shot_classifier(model, data.class_names, data.prompt_templates, tokenizer or bert_tokenizer())
+    top1 = classification_metrics(embed_images(model, data.images), W, data.labels, ks=(1,))['top1']
+    return gate(f'pre-trained CLIP zero-shot top-1 ({len(data.class_names)} classes)', top1, cfg.clip_gate)
+
 # %% ../nbs/04_ema_text.ipynb #c035
+@dataclass
+class EmaTextRun:
+    "What `run_ema_text` returns."
+    rows: list  # one dict per (task, caption_noise, arm, seed): those fields and the metrics of `evaluate_arm`
+    gates: list  # competence gates of the models the claims rely on (`pretrained_gate`)
+    histories: dict = field(default_factory=dict)  # (task, caption_noise, arm, seed) -> History of that training
+
+def _splits_for(both, tests):
+    "The test splits with image embeddings of a tuned image tower (`finetune_both`), or unchanged."
+    return tests if both is None else {k: d | dict(image_emb=embed_images(both, d['images'])) for k, d in tests.items()}
+
 def run_ema_text(cfg: EmaTextConfig,
                  folder=None,  # cache folder of the pre-trained model; default `vlkd.train.cache_dir()`
                  model: TwoTower | None = None,  # a pre-trained two-tower model instead (e.g. `open_clip_two_tower`)
                  tokenizer=None,  # its tokenizer (list[str] -> dict(input_ids, attention_mask)); default BERT uncased
-                ) -> list[dict]:
-    "One row per (task, noise, method, seed) with the metrics of `evaluate_arm`."
-    print(cfg); model = model or pretrain_clip(cfg.clip, folder=folder)
+                ) -> EmaTextRun:
+    "Every arm on every task, noise rate and seed, scored by `evaluate_arm`, with the pre-trained model's gate."
+    print(cfg); model = model or pretrain_clip(cfg.clip, folder=folder); gates = [pretrained_gate(model, cfg, tokenizer)]
     tests = {'test': render_split(cfg.world, 'test', cfg.n_test, tokenizer), 'holdout': render_split(cfg.world, 'test_holdout', cfg.n_holdout, tokenizer)}
-    for d in tests.values(): d['image_emb'] = image_features(model, d['images'])
+    for d in tests.values(): d['image_emb'] = embed_images(model, d['images'])
     prompts = prompt_tokens(tests['test']['class_names'], tests['test']['templates'], tokenizer)
-    zero_shot, rows = evaluate_arm(TextTower(model).eval(), tests, prompts), []
+    zero_shot, rows, hists = evaluate_arm(TextTower(model), tests, prompts), [], {}
     for task in cfg.tasks:
         for p in (cfg.noise_levels if task == 'retrieval' else cfg.noise_levels[:1]):
             train = render_split(replace(cfg.world, caption_noise=p), 'train', cfg.n_train, tokenizer)
-            train['image_emb'] = image_features(model, train['images'])
+            train['image_emb'] = embed_images(model, train['images'])
             for seed in cfg.seeds:
-                for method in cfg.methods:
-                    if method == 'zero_shot' and seed != cfg.seeds[0]: continue  # nothing is trained: one row
-                    set_seed(seed); text, both, _ = train_arm(model, train, prompts, cfg, method, task, seed)
-                    if both is not None: tests_b = {k: {**d, 'image_emb': image_features(both, d['images'])} for k, d in tests.items()}
-                    m = zero_shot if method == 'zero_shot' else evaluate_arm(text, tests if both is None else tests_b, prompts)
-                    rows.append(dict(task=task, noise=p, method=method, seed=seed, **m))
-    return rows
+                for arm in cfg.methods:
+                    key = dict(task=task, caption_noise=p, arm=arm, seed=seed)
+                    if arm == 'zero_shot': rows.append(key | zero_shot); continue  # nothing trained: the same numbers for every seed
+                    set_seed(seed); text, both, hists[tuple(key.values())] = train_arm(model, train, prompts, cfg, arm, task, seed)
+                    rows.append(key | evaluate_arm(text, _splits_for(both, tests), prompts))
+    return EmaTextRun(rows, gates, hists)
 
 # %% ../nbs/04_ema_text.ipynb #c036
-_METRICS = ('top1_test', 'top1_holdout', 'R@1_test', 'R@1_holdout', 'R@5_test', 'R@5_holdout')
+METRICS = ('top1_test', 'top1_holdout', 'R@1_test', 'R@1_holdout', 'R@5_test', 'R@5_holdout')
+GROUP = ('task', 'caption_noise', 'arm')  # the fields that name one cell of the results table
 
-def summarize(rows: list[dict]) -> list[dict]:
-    "Mean ± std over seeds for each (task, noise, method), in the order of the rows."
-    groups = {}
-    for r in rows: groups.setdefault((r['task'], r['noise'], r['method']), []).append(r)
-    return [dict(task=t, p=p, method=m, seeds=len(g), **{k: mean_std([r[k] for r in g], 1) for k in _METRICS if k in g[0]})
-            for (t, p, m), g in groups.items()]
+def _pm(mean, std): return f"{mean:.1f} ± {std:.1f}" if np.isfinite(std) else f"{mean:.1f}"
+
+def results_table(rows: list[dict]  # from `run_ema_text`
+                 ) -> list[dict]:
+    "Mean ± std over seeds for each (task, caption_noise, arm), from `vlkd.evaluate.summarize`."
+    return [{**{k: s[k] for k in GROUP}, 'seeds': s['n'], **{m: _pm(s[m], s[f'{m}_std']) for m in METRICS}}
+            for s in summarize(rows, GROUP, METRICS)]
 
 # %% ../nbs/04_ema_text.ipynb #c039
-def _stats(rows, task, metric, method, noise=None):
-    v = [r[metric] for r in rows if r['task'] == task and r['method'] == method and (noise is None or r['noise'] == noise)]
-    return np.mean(v), (np.std(v, ddof=1) if len(v) > 1 else 0.0)
+def _cell(table, metric, **where):
+    "(mean, std) of `metric` in the summarize row matching `where` (std 0 for one seed)."
+    r = next(r for r in table if all(r[k] == v for k, v in where.items()))
+    return r[metric], float(np.nan_to_num(r[f'{metric}_std']))
 
-def plot_bars(rows: list[dict]) -> plt.Figure:
-    "Grouped bars: each task's metric on test and test_holdout, per method, at the lowest noise level."
-    tasks = [t for t in TASKS if any(r['task'] == t for r in rows)]; p0 = min(r['noise'] for r in rows)
-    methods = [m for m in METHODS if any(r['method'] == m for r in rows)]
+def plot_bars(rows: list[dict], title: str = '') -> plt.Figure:
+    "Grouped bars: each task's metric on test and test_holdout, per arm, at the lowest noise level."
+    tasks = [t for t in TASKS if any(r['task'] == t for r in rows)]; p0 = min(r['caption_noise'] for r in rows)
+    arms, table = [m for m in METHODS if any(r['arm'] == m for r in rows)], summarize(rows, GROUP, METRICS)
     fig, axs = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axs[0], tasks):
         metric = 'top1' if task == 'classification' else 'R@1'
         for j, split in enumerate(('test', 'holdout')):
-            st = [_stats(rows, task, f'{metric}_{split}', m, p0) for m in methods]
-            ax.bar(np.arange(len(methods)) + (j - 0.5) * 0.4, [s[0] for s in st], 0.4, yerr=[s[1] for s in st], capsize=3,
+            st = [_cell(table, f'{metric}_{split}', task=task, caption_noise=p0, arm=a) for a in arms]
+            ax.bar(np.arange(len(arms)) + (j - 0.5) * 0.4, [s[0] for s in st], 0.4, yerr=[s[1] for s in st], capsize=3,
                    label='seen combinations' if split == 'test' else 'held-out combinations')
-        ax.set_xticks(range(len(methods)), methods, rotation=20); ax.set_ylabel(f'{metric} (%)'); ax.set_title(f'{task} (p = {p0:g})')
+        ax.set_xticks(range(len(arms)), arms, rotation=20); ax.set_ylabel(f'{metric} (%)'); ax.set_title(f'{title}{task} (p = {p0:g})')
     axs[0][0].legend(fontsize=8); fig.tight_layout()
     return fig
 
-def plot_noise(rows: list[dict]) -> plt.Figure:
-    "Retrieval R@1 against the caption-noise rate, one line per method, seen and held-out combinations."
-    rr = [r for r in rows if r['task'] == 'retrieval']; ps = sorted({r['noise'] for r in rr})
+def plot_noise(rows: list[dict], title: str = '') -> plt.Figure:
+    "Retrieval R@1 against the caption-noise rate, one line per arm, seen and held-out combinations."
+    rr = [r for r in rows if r['task'] == 'retrieval']; ps, table = sorted({r['caption_noise'] for r in rr}), summarize(rr, GROUP, METRICS)
     fig, axs = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
     for ax, split in zip(axs, ('test', 'holdout')):
-        for m in [m for m in METHODS if any(r['method'] == m for r in rr)]:
-            st = [_stats(rr, 'retrieval', f'R@1_{split}', m, p) for p in ps]
-            ax.errorbar(ps, [s[0] for s in st], yerr=[s[1] for s in st], marker='o', capsize=3, label=m)
-        ax.set_xlabel('caption noise p (training captions)'); ax.set_title('seen combinations' if split == 'test' else 'held-out combinations')
+        for a in [m for m in METHODS if any(r['arm'] == m for r in rr)]:
+            st = [_cell(table, f'R@1_{split}', task='retrieval', caption_noise=p, arm=a) for p in ps]
+            ax.errorbar(ps, [s[0] for s in st], yerr=[s[1] for s in st], marker='o', capsize=3, label=a)
+        ax.set_xlabel('caption noise p (training captions)'); ax.set_title(title + ('seen combinations' if split == 'test' else 'held-out combinations'))
     axs[0].set_ylabel('retrieval R@1 (%), mean of i2t and t2i'); axs[1].legend(fontsize=8); fig.tight_layout()
     return fig
 
+# %% ../nbs/04_ema_text.ipynb #c040b
+CLAIMS = (  # (claim, source, task, metric, arm claimed better, arm compared with); at the lowest caption-noise rate
+    ('The EMA-teacher arm classifies seen combinations better than text finetuning', '000 §1 (contribution)', 'classification', 'top1_test', 'ema', 'finetune_text'),
+    ('The EMA-teacher arm classifies held-out combinations better than text finetuning', '000 §1 (contribution); held-out split ours', 'classification', 'top1_holdout', 'ema', 'finetune_text'),
+    ('The EMA-teacher arm retrieves seen combinations better than text finetuning', '000 §1 (contribution)', 'retrieval', 'R@1_test', 'ema', 'finetune_text'),
+    ('The EMA-teacher arm retrieves held-out combinations better than text finetuning', '000 §1 (contribution); held-out split ours', 'retrieval', 'R@1_holdout', 'ema', 'finetune_text'),
+    ('EMA teacher with interpolated text classifies seen combinations better than text finetuning', '000 §1 (method, Fig. 1)', 'classification', 'top1_test', 'ema_mix', 'finetune_text'),
+    ('EMA teacher with interpolated text retrieves seen combinations better than text finetuning', '000 §1 (method, Fig. 1)', 'retrieval', 'R@1_test', 'ema_mix', 'finetune_text'),
+    ('Interpolated text improves the EMA-teacher arm at classification', '000 §1 ("interpolated text input is required")', 'classification', 'top1_test', 'ema_mix', 'ema'),
+    ('Interpolated text improves the EMA-teacher arm at retrieval', '000 §1 ("interpolated text input is required")', 'retrieval', 'R@1_test', 'ema_mix', 'ema'),
+    ('Tuning the text tower alone classifies better than tuning both towers', '000 §1, citing LiT [18]', 'classification', 'top1_test', 'finetune_text', 'finetune_both'),
+    ('Tuning the text tower alone retrieves better than tuning both towers', '000 §1, citing LiT [18]', 'retrieval', 'R@1_test', 'finetune_text', 'finetune_both'),
+)
+
+def noise_gap_rows(rows: list[dict],  # from `run_ema_text`
+                   a: str = 'ema', b: str = 'finetune_text',  # the gap is metric(a) − metric(b)
+                   task: str = 'retrieval',
+                  ) -> list[dict]:
+    "Per (caption_noise, seed): metric(a) − metric(b) for every metric, as rows whose `arm` names the gap at that p."
+    runs = {(r['caption_noise'], r['arm'], r['seed']): r for r in rows if r['task'] == task}
+    return [dict(arm=f'({a} − {b}) at p = {p:g}', seed=s, caption_noise=p, **{m: r[m] - runs[(p, b, s)][m] for m in METRICS})
+            for (p, arm, s), r in runs.items() if arm == a and (p, b, s) in runs]
+
+# %% ../nbs/04_ema_text.ipynb #c040d
+def ema_text_verdicts(rows: list[dict],  # from `run_ema_text`
+                      gates: list[dict],  # its `gates`
+                     ) -> list[dict]:
+    "One verdict row per claim in `CLAIMS` (arms that ran), and the caption-noise claim when there are two noise rates."
+    p0, arms = min(r['caption_noise'] for r in rows), {(r['task'], r['arm']) for r in rows}
+    out = [verdict_row(claim, source, paired(rows, a, b, metric, where=dict(task=task, caption_noise=p0)), gates)
+           for claim, source, task, metric, a, b in CLAIMS if {(task, a), (task, b)} <= arms]
+    ps = sorted({r['caption_noise'] for r in rows if r['task'] == 'retrieval'})
+    if len(ps) > 1 and {('retrieval', 'ema'), ('retrieval', 'finetune_text')} <= arms:
+        gaps = noise_gap_rows(rows); hi, lo = (f'(ema − finetune_text) at p = {p:g}' for p in (ps[-1], ps[0]))
+        out.append(verdict_row(f'The advantage of the EMA-teacher arm over text finetuning grows from caption noise p = {ps[0]:g} to p = {ps[-1]:g}',
+                               '000 §1 (the teacher removes caption noise)', paired(gaps, hi, lo, 'R@1_test'), gates))
+    return out
+
 # %% ../nbs/04_ema_text.ipynb #c042
 def reproduce(out_dir=None, tiny: bool = False) -> list[Path]:
-    "Run every arm and write `04_ema_text_results.md/.json`, `04_ema_text_bars.png` and `04_ema_text_noise.png`."
+    "Run every arm; write `04_ema_text_results.md/.json`, `04_ema_text_verdicts.json/.md`, `04_ema_text_bars.png`, `04_ema_text_noise.png`."
     cfg = EmaTextConfig.tiny() if tiny else EmaTextConfig()
-    rows = run_ema_text(cfg)
-    paths = [save_table(summarize(rows), '04_ema_text_results', out_dir, meta=dict(config=asdict(cfg), runs=rows))]
+    with (tempfile.TemporaryDirectory() if tiny else contextlib.nullcontext()) as tmp: run = run_ema_text(cfg, folder=tmp)
+    meta = dict(config=asdict(cfg), smoke_run=tiny, gates=run.gates, runs=run.rows)
+    paths = [save_table(results_table(run.rows), '04_ema_text_results', out_dir, meta=meta),
+             save_verdicts(ema_text_verdicts(run.rows, run.gates), '04_ema_text', out_dir)]
+    title = 'smoke run (tiny config): ' if tiny else ''
     for name, plot in (('bars', plot_bars), ('noise', plot_noise)):
-        fig = plot(rows); paths.append(save_figure(fig, f'04_ema_text_{name}', out_dir)); plt.close(fig)
+        fig = plot(run.rows, title); paths.append(save_figure(fig, f'04_ema_text_{name}', out_dir)); plt.close(fig)
     return paths
 
 # %% ../nbs/04_ema_text.ipynb #c044
