@@ -13,8 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from .utils import set_seed, save_figure, save_table
-from .losses import clip_loss, DINOLoss
-from .encoders import HFTextEncoder, OpenCLIPText, EncoderOutput, TwoTower, bert_tokenizer
+from .losses import clip_loss, DINOLoss, dino_teacher_probs, dino_cross_entropy
+from .encoders import HFTextEncoder, OpenCLIPText, OpenCLIPVisual, EncoderOutput, TwoTower, bert_tokenizer, open_clip_model
 from .data import WorldConfig, tokenize, normalize, mix_seed, epoch_batch, batches_per_epoch
 from .train import TrainConfig, History, fit, ema_teacher
 from .clip import ClipConfig, pretrain_clip, WorldTensors
@@ -22,8 +22,8 @@ from .evaluate import (evaluating, batched, embed_images, retrieval_metrics, cla
                            zero_shot_classifier, summarize, paired, gate, halfway_gate, verdict_row, save_verdicts)
 
 # %% auto #0
-__all__ = ['HOLDOUT', 'METHODS', 'TASKS', 'METRICS', 'GROUP', 'CLAIMS', 'EmaTextConfig', 'token_embedding',
-           'encode_from_embeddings', 'mix_token_embeddings', 'TextTower', 'teacher_targets', 'self_distillation_loss',
+__all__ = ['HOLDOUT', 'METHODS', 'TASKS', 'self_distillation_loss', 'METRICS', 'GROUP', 'CLAIMS', 'EmaTextConfig',
+           'token_embedding', 'encode_from_embeddings', 'mix_token_embeddings', 'TextTower', 'teacher_targets',
            'render_split', 'prompt_tokens', 'text_batches', 'ema_text_loss', 'train_arm', 'evaluate_arm',
            'pretrained_gate', 'EmaTextRun', 'run_ema_text', 'results_table', 'plot_bars', 'plot_noise',
            'noise_gap_rows', 'ema_text_verdicts', 'reproduce', 'open_clip_two_tower']
@@ -87,13 +87,9 @@ def encode_from_embeddings(encoder: HFTextEncoder,  # a Hugging Face BERT-like t
                            inputs_embeds: torch.Tensor,  # (B, T, D) word embeddings (positions are added inside)
                            attention_mask: torch.Tensor,  # (B, T) 1 for real tokens
                           ) -> EncoderOutput:
-    "`HFTextEncoder.forward`, but from word embeddings instead of ids (for interpolated text)."
+    "`HFTextEncoder` run from word embeddings instead of ids (for interpolated text)."
     if not isinstance(encoder, HFTextEncoder): raise ValueError(f"interpolated text needs an HFTextEncoder, got {type(encoder).__name__}")
-    if inputs_embeds.shape[:2] != attention_mask.shape: raise ValueError(f"inputs_embeds {tuple(inputs_embeds.shape)} and mask {tuple(attention_mask.shape)} disagree")
-    out = encoder.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, output_hidden_states=True)
-    tokens, m = out.last_hidden_state, attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
-    cls = tokens[:, 0] if encoder.pool == 'cls' else (tokens * m).sum(1) / m.sum(1).clamp(min=1e-9)
-    return EncoderOutput(cls, tokens, list(out.hidden_states[1:]))
+    return encoder(attention_mask=attention_mask, inputs_embeds=inputs_embeds)
 
 # %% ../nbs/04_ema_text.ipynb #c012
 def _pad_to(ids, mask, T, pad_id):
@@ -138,19 +134,13 @@ def teacher_targets(teacher_logits: torch.Tensor,  # (B, K) teacher similarities
                     lam: float = 1.0,  # λ of the interpolated keys
                     perm: torch.Tensor | None = None,  # (K,) π: key k was mixed with key π(k)
                    ) -> torch.Tensor:
-    "P_t = softmax((z^t − c)/τt), mixed as λ·P_t + (1−λ)·P_t[:, π] for interpolated keys (Eq. 2, 4)."
-    p = F.softmax((teacher_logits.detach() - center) / tau_t, dim=-1)
+    "P_t = `dino_teacher_probs`, mixed as λ·P_t + (1−λ)·P_t[:, π] for interpolated keys (Eq. 2, 4)."
+    p = dino_teacher_probs(teacher_logits, center, tau_t)
     if perm is None: return p
     if sorted(perm.tolist()) != list(range(p.shape[1])): raise ValueError("perm must be a permutation of the K keys")
     return lam * p + (1 - lam) * p[:, perm]
 
-def self_distillation_loss(student_logits: torch.Tensor,  # (B, K) student similarities z^s
-                           targets: torch.Tensor,  # (B, K) teacher distribution (no gradient)
-                           tau_s: float,  # student temperature
-                          ) -> torch.Tensor:
-    "−(1/B) Σ_i P_t(i)ᵀ log softmax(z^s_i/τs) (003 Eq. 2)."
-    if student_logits.shape != targets.shape: raise ValueError(f"shapes differ: {tuple(student_logits.shape)} vs {tuple(targets.shape)}")
-    return -(targets.detach() * F.log_softmax(student_logits / tau_s, dim=-1)).sum(-1).mean()
+self_distillation_loss = dino_cross_entropy  # Eq. 5's cross-entropy, under the name this chapter gave it before vlkd.losses had it
 
 # %% ../nbs/04_ema_text.ipynb #c021
 def render_split(world: WorldConfig,  # the downstream world
@@ -203,7 +193,7 @@ def ema_text_loss(student: nn.Module,  # TextTower (or a TwoTower when both towe
                   cfg: EmaTextConfig, task: str,
                   logit_scale: float,  # s, the pre-trained temperature (fixed)
                   teacher: nn.Module | None = None,  # EMA TextTower; None: plain finetuning
-                  dino: DINOLoss | None = None,  # holds the center c
+                  dino: DINOLoss | None = None,  # holds the center c (its buffer and `update_center`)
                   mix: bool = False,  # interpolated text for the student (Eq. 3-4)
                  ):
     "Eq. 5: task loss on clean text plus, with a teacher, the self-distillation cross-entropy; returns (loss, logs)."
@@ -220,7 +210,7 @@ def ema_text_loss(student: nn.Module,  # TextTower (or a TwoTower when both towe
         e, m = mix_token_embeddings(student.token_embedding, kid, kmask, kid[batch['perm']], kmask[batch['perm']], batch['lam'])
         z_s, p_t = v @ student.forward_embeds(e, m).T, teacher_targets(z_t, dino.center, cfg.tau_t, batch['lam'], batch['perm'])
     else: z_s, p_t = v @ clean.T, teacher_targets(z_t, dino.center, cfg.tau_t)
-    sd = self_distillation_loss(z_s, p_t, cfg.tau_s); dino.update_center(z_t)
+    sd = dino_cross_entropy(z_s, p_t, cfg.tau_s); dino.update_center(z_t)
     return cfg.w_task * task_loss + cfg.w_sd * sd, dict(task=task_loss.detach(), sd=sd.detach())
 
 # %% ../nbs/04_ema_text.ipynb #c028
@@ -413,13 +403,8 @@ def open_clip_two_tower(name: str = 'ViT-B-32',  # an open_clip model name, or a
                         pretrained: str | None = None,  # open_clip checkpoint tag, e.g. 'openai'
                         weights: str | Path | None = None,  # a local open_clip checkpoint file instead
                        ) -> TwoTower:
-    "A `TwoTower` holding an open_clip CLIP's towers, projections and temperature."
-    import open_clip
-    from vlkd.encoders import OPEN_CLIP_PRESETS, OpenCLIPVisual, from_hub, local_weights
-    if name in OPEN_CLIP_PRESETS: clip = open_clip.model.CLIP(**OPEN_CLIP_PRESETS[name])
-    elif weights is not None: clip = open_clip.create_model(name, pretrained=str(local_weights(weights)))
-    elif pretrained: clip = from_hub(lambda: open_clip.create_model(name, pretrained=pretrained), f'{name} ({pretrained})', "open_clip_two_tower(name, weights='path/to/checkpoint')")
-    else: clip = open_clip.create_model(name)
+    "A `TwoTower` holding an open_clip CLIP's towers, projections and temperature (loaded by `vlkd.encoders.open_clip_model`)."
+    clip = open_clip_model(name, Path(weights) if weights is not None else pretrained)
     model = TwoTower(OpenCLIPVisual(clip.visual), OpenCLIPText(clip), clip.text_projection.shape[1])
     with torch.no_grad():
         model.image_proj.weight.copy_(clip.visual.proj.T); model.text_proj.weight.copy_(clip.text_projection.T)
