@@ -190,7 +190,7 @@ def train_silc(cfg: SiLCConfig,
     student.history = getattr(pair, 'history', None)
     return student
 
-SILC_SITE = cache_site('silc', 2, 'c04cb6c895b1', train_silc, _pair, make_silc_model, silc_batches, silc_step, image_text_loss,
+SILC_SITE = cache_site('silc', 3, '204acc05ea98', train_silc, _pair, make_silc_model, silc_batches, silc_step, image_text_loss,
                        DINOHead.__init__, DINOHead.forward, SiLCModel.__init__, SiLCModel.project,  # methods: a notebook class has no source
                        contrastive_batches, MultiCrop, DINOLoss, clip_loss, siglip_loss, TwoTower, vit_encoder, bert_encoder, ema_teacher)
 
