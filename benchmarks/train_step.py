@@ -60,7 +60,7 @@ a few % in a fast-moving run, e.g. capgap at lr 1e-2, does not by itself mean th
 '+' combines them, e.g. fused+compact_vocab.
 The machine may be shared: read ratios (of_peak, x base), not absolute times; run it twice.
 """
-import argparse, contextlib, copy, math, os, statistics, sys, time, warnings
+import argparse, contextlib, math, os, statistics, sys, time, warnings
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable
@@ -301,11 +301,10 @@ TEXT_STEPS, RESNET_STEPS = {'clip', 'shre', 'ema_text', 'silc'}, {'capgap', 'cap
 
 def for_step(name: str, variants: dict) -> dict:
     "The variants as they apply to step `name` (compact_vocab needs a text tower, narrow_stem a ResNet), without repeats."
-    fit = lambda o: replace(o, compact_vocab=o.compact_vocab and name in TEXT_STEPS, narrow_stem=o.narrow_stem and name in RESNET_STEPS)
-    base = fit(variants['base'])
-    out = {'base': base}
+    adapt = lambda o: replace(o, compact_vocab=o.compact_vocab and name in TEXT_STEPS, narrow_stem=o.narrow_stem and name in RESNET_STEPS)
+    out = {'base': adapt(variants['base'])}
     for v, o in variants.items():
-        if fit(o) not in out.values(): out[v] = fit(o)
+        if adapt(o) not in out.values(): out[v] = adapt(o)
     return out
 
 
@@ -381,7 +380,7 @@ class OpCounter(TorchDispatchMode):
 
 
 def run_step(s: Setup, opt, step: int, opts: Options, modes=None) -> tuple[dict, float, float]:
-    "One step of `fit`'s loop: (seconds per phase and 'cpu', total seconds, loss). `modes`: phase -> context manager factory (counting)."
+    "One step of `fit`'s loop: (seconds per phase + 'cpu', 'wall', 'gnorm'; total seconds; loss). `modes`: phase -> context factory (counting)."
     pc, tc, params = clock, s.train, [p for g in opt.param_groups for p in g['params']]
     ctx = (lambda ph: modes.get(ph, contextlib.nullcontext)()) if modes else (lambda ph: contextlib.nullcontext())
     for t in s.timers: t.seconds = 0.0
