@@ -71,6 +71,8 @@ import torch.nn.functional as F
 from torch.utils import flop_counter
 from torch.utils._python_dispatch import TorchDispatchMode
 from vlkd import clip, featkd, shre, ema_text, silc, capgap
+from vlkd.evaluate import predict, embed_images
+from vlkd.data import normalize
 from vlkd.encoders import vit_encoder, ViTEncoder, HFTextEncoder
 from vlkd.losses import DINOLoss
 from vlkd.retrieval import ImageClassifier
@@ -171,7 +173,7 @@ def featkd_teacher_step(tiny, o):
 def shre_step(tiny, o):
     cfg = shre.SHReConfig.tiny() if tiny else shre.SHReConfig(); tc = _scale(cfg.train, o)
     data = _world(cfg.teacher.world, 'train', _n(tiny, tc.batch_size))
-    logits = shre.teacher_logits(shre.make_teacher(cfg.teacher), data.images)
+    logits = predict(shre.make_teacher(cfg.teacher), data.images)
     model = shre.make_student(cfg, logits.shape[1], 0)
     loss = lambda m, b: shre.shre_loss(*m(b['images'], b['input_ids'], b['attention_mask']), b['teacher_logits'],
                                        cfg.margin, cfg.kd_weight, cfg.rank_weight, cfg.tau)  # arm 'both', as train_shre
@@ -189,7 +191,7 @@ def ema_text_step(tiny, o, task='retrieval'):
     cfg = ema_text.EmaTextConfig.tiny() if tiny else ema_text.EmaTextConfig(); cfg = replace(cfg, train=_scale(cfg.train, o))
     model = clip.make_two_tower(cfg.clip)  # the pre-trained CLIP, untrained here
     train = ema_text.render_split(cfg.world, 'train', _n(tiny, cfg.train.batch_size))
-    train['image_emb'] = ema_text.image_features(model, train['images'])
+    train['image_emb'] = embed_images(model, train['images'])
     prompts = ema_text.prompt_tokens(train['class_names'], train['templates'])
     student = ema_text.TextTower(model, cfg.tune_embeddings).train(); teacher = ema_teacher(student)
     prompt_keys = (cfg.keys if cfg.keys != 'auto' else 'prompts' if task == 'classification' else 'captions') == 'prompts'
@@ -230,12 +232,12 @@ def _capgap_setup(cfg, data, model, epochs, logits, desc):
                      warmup_frac=0.05, seed=0, progress=False)
     def batch(step):
         i = torch.tensor(batch_indices(len(data), bs, step, 0))
-        return dict(images=data.images[i], labels=data.labels[i]) | ({} if logits is None else dict(teacher_logits=logits[i]))
+        return dict(images=normalize(data.images[i].float() / 255), labels=data.labels[i]) | ({} if logits is None else dict(teacher_logits=logits[i]))  # distill_step takes normalised images
     return Setup(model, lambda m, b: capgap.distill_step(m, b, alpha=cfg.alpha, beta=cfg.beta, tau=cfg.tau), batch, tc, desc)
 
 def capgap_student_step(tiny, o, arch='resnet18'):
     cfg, data = _capgap(tiny, o); C = len(data.class_names)
-    set_seed(0); logits = capgap.predict(capgap.resnet(cfg.teachers[0], C, cfg.width), data.images)  # untrained teacher's logits
+    set_seed(0); logits = predict(capgap.resnet(cfg.teachers[0], C, cfg.width), data.images)  # untrained teacher's logits
     set_seed(0)
     if arch == 'mobilenet': arch, model = cfg.mobilenet, capgap.student(cfg.mobilenet, C, cfg.width)
     elif arch == 'reduced': arch, model = f'resnet18/{cfg.reduced}', _resnet('resnet18', C, cfg.width // cfg.reduced, o)
