@@ -10,7 +10,7 @@ import torch
 import matplotlib.pyplot as plt
 from .utils import set_seed, save_figure, save_table, in_test
 from .losses import clip_loss, siglip_loss
-from .encoders import vit_encoder, bert_encoder, bert_tokenizer, TwoTower
+from .encoders import vit_encoder, conv_encoder, ConvEncoder, bert_encoder, bert_tokenizer, TwoTower
 from .data import WorldConfig, CaptionWorld, collate, normalize, tokenize, mix_seed, epoch_batch, batches_per_epoch
 from .train import TrainConfig, fit, cached, cache_site, History
 from .evaluate import embed_split, zero_shot_classifier, classification_metrics, retrieval_metrics
@@ -24,6 +24,8 @@ __all__ = ['CLIP_SITE', 'ClipConfig', 'make_two_tower', 'WorldTensors', 'contras
 class ClipConfig:
     world: WorldConfig = field(default_factory=lambda: WorldConfig(img_size=32))  # the data world (32 px keeps CPU runs short)
     n_train: int = 20000  # training images (5 captions each; one drawn per step)
+    image_arch: str = 'cnn'  # image tower: 'cnn' (`conv_encoder`, 6 convolutions) or 'vit'
+    conv_widths: tuple = (32, 64, 128)  # CNN stage widths (two convolutions each); the last is the token width
     image_depth: int = 4  # ViT blocks
     image_width: int = 128  # ViT width D
     patch_size: int = 8  # 32x32 images -> 4x4 = 16 patches
@@ -31,22 +33,24 @@ class ClipConfig:
     text_width: int = 128  # text width
     embed_dim: int = 64  # shared space E
     loss: str = 'clip'  # 'clip' (softmax, Eq. 27) or 'siglip' (sigmoid)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=800, batch_size=128, lr=1e-3, weight_decay=0.1,
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000, batch_size=128, lr=2e-3, weight_decay=0.1,
                                                                   warmup_frac=0.05, grad_clip=1.0, log_every=25))
     seed: int = 0  # initialisation seed
 
     @classmethod
     def tiny(cls, **kw):
-        return cls(**{**dict(world=WorldConfig.tiny(), n_train=256, image_depth=2, image_width=64, patch_size=8,
+        return cls(**{**dict(world=WorldConfig.tiny(), n_train=256, conv_widths=(16, 32, 64), image_depth=2, image_width=64, patch_size=8,
                              text_depth=2, text_width=64, embed_dim=32, train=TrainConfig.tiny(steps=30, batch_size=32, lr=2e-3)), **kw})
 
 # %% ../nbs/01d_clip.ipynb #c007
 def make_two_tower(cfg: ClipConfig) -> TwoTower:
     "An untrained two-tower model as described by `cfg` (seeded by `cfg.seed`)."
     if cfg.loss not in ('clip', 'siglip'): raise ValueError(f"loss must be 'clip' or 'siglip', got {cfg.loss!r}")
+    if cfg.image_arch not in ('cnn', 'vit'): raise ValueError(f"image_arch must be 'cnn' or 'vit', got {cfg.image_arch!r}")
     set_seed(cfg.seed)
-    image = vit_encoder('tiny', img_size=cfg.world.img_size, patch_size=cfg.patch_size, depth=cfg.image_depth,
-                        width=cfg.image_width, heads=max(1, cfg.image_width // 64))
+    if cfg.image_arch == 'cnn': image = conv_encoder(cfg.conv_widths)
+    else: image = vit_encoder('tiny', img_size=cfg.world.img_size, patch_size=cfg.patch_size, depth=cfg.image_depth,
+                              width=cfg.image_width, heads=max(1, cfg.image_width // 64))
     text = bert_encoder('tiny', depth=cfg.text_depth, width=cfg.text_width, heads=max(1, cfg.text_width // 64))
     return TwoTower(image, text, cfg.embed_dim, siglip=cfg.loss == 'siglip')
 
@@ -101,7 +105,7 @@ def pretrain_clip(cfg: ClipConfig,  # what to train
         model = make_two_tower(cfg); model.history = train_fn(model); return model.eval()
     return cached(cfg, lambda: make_two_tower(cfg), train_fn, name=f'clip-{cfg.loss}', folder=folder, site=CLIP_SITE)
 
-CLIP_SITE = cache_site('clip', 2, '62ca9fb59f08', pretrain_clip, make_two_tower, contrastive_step, contrastive_batches, WorldTensors.__init__)
+CLIP_SITE = cache_site('clip', 3, 'bf041834e4b3', pretrain_clip, make_two_tower, conv_encoder, ConvEncoder.__init__, ConvEncoder.forward, contrastive_step, contrastive_batches, WorldTensors.__init__)
 
 # %% ../nbs/01d_clip.ipynb #c020
 def evaluate_clip(model: TwoTower, world: WorldConfig, n_test: int = 1000, split: str = 'test') -> dict:
@@ -114,13 +118,17 @@ def evaluate_clip(model: TwoTower, world: WorldConfig, n_test: int = 1000, split
 # %% ../nbs/01d_clip.ipynb #c023
 def run_clip_experiment(cfg: ClipConfig, n_test: int = 1000, folder=None,
                         losses=('clip',),  # which losses to pre-train with
+                        archs=None,  # image towers to pre-train, e.g. ('cnn', 'vit'); default: cfg.image_arch only
                        ) -> tuple[list[dict], dict]:
-    "Rows (untrained, then one per loss) of zero-shot and retrieval metrics, and the training histories."
+    "Rows (untrained, then one per tower and loss) of zero-shot and retrieval metrics, and the training histories."
+    archs = tuple(archs or (cfg.image_arch,))
     rows, hists = [dict(model='untrained', **evaluate_clip(make_two_tower(cfg).eval(), cfg.world, n_test))], {}
-    for loss in losses:
-        c = replace(cfg, loss=loss); m = pretrain_clip(c, folder=folder)
-        hists[loss] = getattr(m, 'history', None)
-        rows.append(dict(model=loss, **evaluate_clip(m, c.world, n_test)))
+    for arch in archs:
+        for loss in losses:
+            c = replace(cfg, loss=loss, image_arch=arch); m = pretrain_clip(c, folder=folder)
+            name = loss if len(archs) == 1 else f'{loss} ({arch})'
+            hists[name] = getattr(m, 'history', None)
+            rows.append(dict(model=name, **evaluate_clip(m, c.world, n_test)))
     return rows, hists
 
 def plot_histories(hists: dict) -> plt.Figure:
@@ -133,9 +141,9 @@ def plot_histories(hists: dict) -> plt.Figure:
 
 # %% ../nbs/01d_clip.ipynb #c025
 def reproduce(out_dir=None, tiny: bool = False) -> list[Path]:
-    "Pre-train CLIP (cached) and write `01d_clip_results.md/.json` and `01d_clip_curves.png`."
+    "Pre-train CLIP with the CNN and the ViT tower (cached) and write `01d_clip_results.md/.json` and `01d_clip_curves.png`."
     cfg = ClipConfig.tiny() if tiny else ClipConfig()
-    rows, hists = run_clip_experiment(cfg, n_test=64 if tiny else 1000)
+    rows, hists = run_clip_experiment(cfg, n_test=64 if tiny else 1000, archs=('cnn', 'vit'))
     paths = [save_table(rows, '01d_clip_results', out_dir, meta=asdict(cfg))]
     if any(h is not None for h in hists.values()):
         fig = plot_histories(hists); paths.append(save_figure(fig, '01d_clip_curves', out_dir)); plt.close(fig)

@@ -17,9 +17,9 @@ from .utils import save_figure
 # %% auto #0
 __all__ = ['VIT_PRESETS', 'BERT_PRESETS', 'OPEN_CLIP_PRESETS', 'patchify', 'sample_image', 'plot_patches', 'EncoderOutput',
            'ViTEncoder', 'PretrainedUnavailable', 'from_hub', 'local_weights', 'checkpoint_file', 'vit_encoder',
-           'make_conv_stem', 'minilm_path', 'TextTokenizer', 'bert_tokenizer', 'HFTextEncoder', 'bert_encoder',
-           'minilm', 'OpenCLIPVisual', 'OpenCLIPText', 'open_clip_model', 'open_clip_encoder', 'truncate', 'TwoTower',
-           'layer_decay_groups', 'reproduce']
+           'make_conv_stem', 'ConvEncoder', 'conv_encoder', 'minilm_path', 'TextTokenizer', 'bert_tokenizer',
+           'HFTextEncoder', 'bert_encoder', 'minilm', 'OpenCLIPVisual', 'OpenCLIPText', 'open_clip_model',
+           'open_clip_encoder', 'truncate', 'TwoTower', 'layer_decay_groups', 'reproduce']
 
 # %% ../nbs/01_encoders.ipynb #c006
 def patchify(images: torch.Tensor,  # (B, C, H, W)
@@ -208,6 +208,38 @@ def make_conv_stem(width: int,  # D, the channels of the last convolution (the t
         if i < n - 1: layers += [nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
         c = out
     return nn.Sequential(*layers)
+
+# %% ../nbs/01_encoders.ipynb #c037b
+class ConvEncoder(_Encoder):
+    "A plain CNN as an image encoder: stages of (3×3 conv, BatchNorm, ReLU)×`convs`, 2×2 max-pool between stages → EncoderOutput."
+    _blocks = 'stages'
+
+    def __init__(self, widths: tuple = (32, 64, 128),  # channels of each stage; the last is the token width D
+                 convs: int = 2,  # convolutions per stage
+                 in_chans: int = 3):
+        super().__init__()
+        if not widths or convs < 1: raise ValueError(f"ConvEncoder needs at least one stage and one conv per stage, got widths={widths}, convs={convs}")
+        stages, c = [], in_chans
+        for i, w in enumerate(widths):
+            layers = [nn.MaxPool2d(2)] if i else []
+            for _ in range(convs): layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]; c = w
+            stages.append(nn.Sequential(*layers))
+        self.stages, self.width, self.n_prefix = nn.ModuleList(stages), c, 0
+        self.patch_size = 2 ** (len(widths) - 1)  # pixels per token side
+
+    def forward(self, images: torch.Tensor) -> EncoderOutput:  # float (B, 3, H, W), H and W divisible by `patch_size`
+        if images.ndim != 4 or images.shape[-1] % self.patch_size or images.shape[-2] % self.patch_size:
+            raise ValueError(f"ConvEncoder expects (B, 3, H, W) with H, W divisible by {self.patch_size}, got {tuple(images.shape)}")
+        hidden_states, x = [], images
+        for stage in self.stages: x = stage(x); hidden_states.append(x.flatten(2).transpose(1, 2))  # (B, h·w, C)
+        tokens = hidden_states[-1]
+        return EncoderOutput(tokens.mean(1), tokens, hidden_states)
+
+def conv_encoder(widths: tuple = (32, 64, 128),  # channels per stage
+                 convs: int = 2,  # convolutions per stage
+                ) -> ConvEncoder:
+    "The data world's CNN image tower (6 convolutions, widths 32-64-128 by default), randomly initialised."
+    return ConvEncoder(tuple(widths), convs)
 
 # %% ../nbs/01_encoders.ipynb #c039
 def minilm_path() -> Path:
