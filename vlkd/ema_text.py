@@ -22,16 +22,16 @@ from .evaluate import (evaluating, batched, embed_images, retrieval_metrics, cla
                            zero_shot_classifier, summarize, paired, gate, halfway_gate, verdict_row, save_verdicts)
 
 # %% auto #0
-__all__ = ['HOLDOUT', 'METHODS', 'TASKS', 'self_distillation_loss', 'METRICS', 'GROUP', 'CLAIMS', 'EmaTextConfig',
+__all__ = ['HOLDOUT', 'METHODS', 'TASKS', 'self_distillation_loss', 'METRICS', 'GROUP', 'CLAIMS', 'NOISE_CLAIMS', 'EmaTextConfig',
            'token_embedding', 'encode_from_embeddings', 'mix_token_embeddings', 'TextTower', 'teacher_targets',
-           'render_split', 'prompt_tokens', 'text_batches', 'ema_text_loss', 'train_arm', 'evaluate_arm',
+           'render_split', 'prompt_tokens', 'text_batches', 'ema_text_loss', 'wise_tower', 'train_arm', 'evaluate_arm',
            'pretrained_gate', 'EmaTextRun', 'run_ema_text', 'results_table', 'plot_bars', 'plot_noise',
            'noise_gap_rows', 'ema_text_verdicts', 'reproduce', 'open_clip_two_tower']
 
 # %% ../nbs/04_ema_text.ipynb #c006
 HOLDOUT = (('red', 'circle'), ('green', 'square'), ('blue', 'triangle'), ('yellow', 'diamond'),
            ('purple', 'ring'), ('cyan', 'cross'), ('white', 'star'), ('pink', 'crescent'))  # one colour per shape: 8 of 64 classes
-METHODS = ('zero_shot', 'finetune_text', 'finetune_both', 'ema', 'ema_mix')
+METHODS = ('zero_shot', 'finetune_text', 'finetune_both', 'ema_weights', 'wise', 'ema', 'ema_mix')
 TASKS = ('classification', 'retrieval')
 
 def _downstream_world(**kw): return WorldConfig(**{**dict(img_size=32, seed=1, label_by='shape_colour', holdout=HOLDOUT), **kw})
@@ -55,16 +55,20 @@ class EmaTextConfig:
     tune_embeddings: bool = False  # also tune the text tower's token-embedding table
     eval_teacher: bool = True  # evaluate the EMA teacher (DINO, Mean Teacher) instead of the student
     methods: tuple = METHODS  # which arms to run
+    noise_methods: tuple = ('zero_shot', 'finetune_text', 'ema_weights', 'ema')  # arms also run at the higher noise rates (retrieval)
+    wise_alpha: float = 0.5  # the `wise` arm: (1 − α)·pre-trained + α·finetuned text-tower weights (WiSE-FT)
     tasks: tuple = TASKS  # downstream tasks
     noise_levels: tuple = (0.0, 0.3, 0.6)  # caption-noise rates p (retrieval; classification uses the first)
-    seeds: tuple = (0, 1, 2)  # one run per seed
+    seeds: tuple = (0, 1, 2, 3, 4)  # one run per seed; every arm pairs by seed
     clip_gate: float = halfway_gate(8)  # competence gate, fixed before the run: the CLIP's zero-shot top-1 (%) on its world's 8 shapes
     n_gate: int = 1000  # held-out images (the pre-training world's test split) that measure it
 
     def __post_init__(self):
         if self.world.img_size != self.clip.world.img_size: raise ValueError(f"world.img_size {self.world.img_size} != the pre-trained model's {self.clip.world.img_size}")
         if self.keys not in ('auto', 'prompts', 'captions'): raise ValueError(f"keys must be 'auto', 'prompts' or 'captions', got {self.keys!r}")
-        if bad := set(self.methods) - set(METHODS) | set(self.tasks) - set(TASKS): raise ValueError(f"unknown methods/tasks {sorted(bad)}")
+        if bad := (set(self.methods) | set(self.noise_methods)) - set(METHODS) | set(self.tasks) - set(TASKS): raise ValueError(f"unknown methods/tasks {sorted(bad)}")
+        if 'wise' in self.methods and 'finetune_text' not in self.methods: raise ValueError("the 'wise' arm interpolates the 'finetune_text' arm: run both")
+        if not 0 <= self.wise_alpha <= 1: raise ValueError(f"wise_alpha must be in [0, 1], got {self.wise_alpha}")
         if min(self.tau_s, self.tau_t, self.mix_alpha) <= 0 or not 0 <= self.center_momentum <= 1: raise ValueError("need τs, τt, α > 0 and 0 ≤ m ≤ 1")
         if not self.world.holdout: raise ValueError("world.holdout must name held-out (colour, shape) pairs")
         if self.n_gate < 1: raise ValueError(f"n_gate must be ≥ 1, got {self.n_gate}")
@@ -213,12 +217,28 @@ def ema_text_loss(student: nn.Module,  # TextTower (or a TwoTower when both towe
     sd = dino_cross_entropy(z_s, p_t, cfg.tau_s); dino.update_center(z_t)
     return cfg.w_task * task_loss + cfg.w_sd * sd, dict(task=task_loss.detach(), sd=sd.detach())
 
+# %% ../nbs/04_ema_text.ipynb #c026c
+def wise_tower(pretrained: nn.Module,  # the tower before tuning (θ₀)
+               finetuned: nn.Module,  # the same architecture after tuning (θ_ft)
+               alpha: float = 0.5,  # 0: the pre-trained tower, 1: the finetuned one
+              ) -> nn.Module:
+    "WiSE-FT: a copy of `finetuned` whose every float parameter and buffer is (1 − α)·θ₀ + α·θ_ft."
+    if not 0 <= alpha <= 1: raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    a, b = pretrained.state_dict(), finetuned.state_dict()
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a): raise ValueError("wise_tower: the two towers have different parameters")
+    out = copy.deepcopy(finetuned)
+    out.load_state_dict({k: torch.lerp(a[k], b[k], alpha) if b[k].is_floating_point() else b[k] for k in b})
+    return out.eval()
+
 # %% ../nbs/04_ema_text.ipynb #c028
 def train_arm(model: TwoTower,  # the pre-trained model (left untouched)
               train: dict, prompts: tuple,  # from `render_split` (+ 'image_emb') and `prompt_tokens`
               cfg: EmaTextConfig, method: str, task: str, seed: int):
     "Train one arm; returns (text tower to evaluate, tuned TwoTower or None, History)."
     if method == 'zero_shot': return TextTower(model), None, None
+    if method == 'wise':  # plain finetuning, then WiSE-FT interpolation with the pre-trained weights
+        ft, _, h = train_arm(model, train, prompts, cfg, 'finetune_text', task, seed)
+        return wise_tower(TextTower(model), ft, cfg.wise_alpha), None, h
     tcfg, s = replace(cfg.train, seed=seed), float(model.logit_scale.detach())
     if method == 'finetune_both':
         student = copy.deepcopy(model).train(); student.log_logit_scale.requires_grad_(False)
@@ -226,10 +246,11 @@ def train_arm(model: TwoTower,  # the pre-trained model (left untouched)
         h = fit(student, lambda m, b: ema_text_loss(m, b, cfg, task, s), text_batches(train, prompts, cfg, task, seed, pixels=True), tcfg)
         return student.eval().encode_text, student, h
     student = TextTower(model, cfg.tune_embeddings).train()
-    teacher = ema_teacher(student) if method in ('ema', 'ema_mix') else None
+    teacher = ema_teacher(student) if method in ('ema', 'ema_mix', 'ema_weights') else None  # 'ema_weights': the control
     K = prompts[0].shape[0] if _keys(cfg, task) == 'prompts' else cfg.train.batch_size
     dino = DINOLoss(K, cfg.tau_t, cfg.tau_s, cfg.center_momentum if _keys(cfg, task) == 'prompts' else 1.0)
-    step = lambda m, b: ema_text_loss(m, b, cfg, task, s, teacher, dino, method == 'ema_mix')
+    distil_from = teacher if method in ('ema', 'ema_mix') else None  # the control averages the weights but has no L_sd
+    step = lambda m, b: ema_text_loss(m, b, cfg, task, s, distil_from, dino, method == 'ema_mix')
     h = fit(student, step, text_batches(train, prompts, cfg, task, seed), tcfg, ema=teacher)
     return (teacher if teacher is not None and cfg.eval_teacher else student).eval(), None, h
 
@@ -294,11 +315,16 @@ def run_ema_text(cfg: EmaTextConfig,
         for p in (cfg.noise_levels if task == 'retrieval' else cfg.noise_levels[:1]):
             train = render_split(replace(cfg.world, caption_noise=p), 'train', cfg.n_train, tokenizer)
             train['image_emb'] = embed_images(model, train['images'])
+            arms = cfg.methods if p == cfg.noise_levels[0] else [m for m in cfg.methods if m in cfg.noise_methods]
             for seed in cfg.seeds:
-                for arm in cfg.methods:
+                tuned = {}
+                for arm in arms:
                     key = dict(task=task, caption_noise=p, arm=arm, seed=seed)
                     if arm == 'zero_shot': rows.append(key | zero_shot); continue  # nothing trained: the same numbers for every seed
-                    set_seed(seed); text, both, hists[tuple(key.values())] = train_arm(model, train, prompts, cfg, arm, task, seed)
+                    if arm == 'wise' and 'finetune_text' in tuned: text, both = wise_tower(TextTower(model), tuned['finetune_text'], cfg.wise_alpha), None
+                    else:
+                        set_seed(seed); text, both, hists[tuple(key.values())] = train_arm(model, train, prompts, cfg, arm, task, seed)
+                        tuned[arm] = text
                     rows.append(key | evaluate_arm(text, _splits_for(both, tests), prompts))
     return EmaTextRun(rows, gates, hists)
 
@@ -341,8 +367,9 @@ def plot_noise(rows: list[dict], title: str = '') -> plt.Figure:
     fig, axs = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
     for ax, split in zip(axs, ('test', 'holdout')):
         for a in [m for m in METHODS if any(r['arm'] == m for r in rr)]:
-            st = [_cell(table, f'R@1_{split}', task='retrieval', caption_noise=p, arm=a) for p in ps]
-            ax.errorbar(ps, [s[0] for s in st], yerr=[s[1] for s in st], marker='o', capsize=3, label=a)
+            pa = [p for p in ps if any(r['arm'] == a and r['caption_noise'] == p for r in rr)]  # the rates this arm ran at
+            st = [_cell(table, f'R@1_{split}', task='retrieval', caption_noise=p, arm=a) for p in pa]
+            ax.errorbar(pa, [s[0] for s in st], yerr=[s[1] for s in st], marker='o', capsize=3, label=a)
         ax.set_xlabel('caption noise p (training captions)'); ax.set_title(title + ('seen combinations' if split == 'test' else 'held-out combinations'))
     axs[0].set_ylabel('retrieval R@1 (%), mean of i2t and t2i'); axs[1].legend(fontsize=8); fig.tight_layout()
     return fig
@@ -359,7 +386,16 @@ CLAIMS = (  # (claim, source, task, metric, arm claimed better, arm compared wit
     ('Interpolated text improves the EMA-teacher arm at retrieval', '000 §1 ("interpolated text input is required")', 'retrieval', 'R@1_test', 'ema_mix', 'ema'),
     ('Tuning the text tower alone classifies better than tuning both towers', '000 §1, citing LiT [18]', 'classification', 'top1_test', 'finetune_text', 'finetune_both'),
     ('Tuning the text tower alone retrieves better than tuning both towers', '000 §1, citing LiT [18]', 'retrieval', 'R@1_test', 'finetune_text', 'finetune_both'),
+    ('The EMA-teacher arm classifies seen combinations better than the EMA of plain finetuning (self-distillation beyond weight averaging)', '000 §1; control ours', 'classification', 'top1_test', 'ema', 'ema_weights'),
+    ('The EMA-teacher arm classifies held-out combinations better than the EMA of plain finetuning', '000 §1; control ours', 'classification', 'top1_holdout', 'ema', 'ema_weights'),
+    ('The EMA-teacher arm retrieves seen combinations better than the EMA of plain finetuning', '000 §1; control ours', 'retrieval', 'R@1_test', 'ema', 'ema_weights'),
+    ('The EMA-teacher arm retrieves held-out combinations better than the EMA of plain finetuning', '000 §1; control ours', 'retrieval', 'R@1_holdout', 'ema', 'ema_weights'),
+    ('The EMA-teacher arm classifies held-out combinations better than weight interpolation (WiSE-FT)', 'control ours (Wortsman et al. 2022)', 'classification', 'top1_holdout', 'ema', 'wise'),
+    ('The EMA-teacher arm retrieves held-out combinations better than weight interpolation (WiSE-FT)', 'control ours (Wortsman et al. 2022)', 'retrieval', 'R@1_holdout', 'ema', 'wise'),
+    ('Averaging the weights of plain finetuning (EMA) classifies held-out combinations better than plain finetuning', 'control ours', 'classification', 'top1_holdout', 'ema_weights', 'finetune_text'),
+    ('Averaging the weights of plain finetuning (EMA) retrieves held-out combinations better than plain finetuning', 'control ours', 'retrieval', 'R@1_holdout', 'ema_weights', 'finetune_text'),
 )
+NOISE_CLAIMS = (('ema', 'finetune_text', 'text finetuning'), ('ema', 'ema_weights', 'the EMA of plain finetuning'))  # (a, b, b in words): metric(a) − metric(b) grows with p
 
 def noise_gap_rows(rows: list[dict],  # from `run_ema_text`
                    a: str = 'ema', b: str = 'finetune_text',  # the gap is metric(a) − metric(b)
@@ -374,14 +410,15 @@ def noise_gap_rows(rows: list[dict],  # from `run_ema_text`
 def ema_text_verdicts(rows: list[dict],  # from `run_ema_text`
                       gates: list[dict],  # its `gates`
                      ) -> list[dict]:
-    "One verdict row per claim in `CLAIMS` (arms that ran), and the caption-noise claim when there are two noise rates."
+    "One verdict row per claim in `CLAIMS` (arms that ran), and the caption-noise claims (`NOISE_CLAIMS`) when there are two noise rates."
     p0, arms = min(r['caption_noise'] for r in rows), {(r['task'], r['arm']) for r in rows}
     out = [verdict_row(claim, source, paired(rows, a, b, metric, where=dict(task=task, caption_noise=p0)), gates)
            for claim, source, task, metric, a, b in CLAIMS if {(task, a), (task, b)} <= arms]
     ps = sorted({r['caption_noise'] for r in rows if r['task'] == 'retrieval'})
-    if len(ps) > 1 and {('retrieval', 'ema'), ('retrieval', 'finetune_text')} <= arms:
-        gaps = noise_gap_rows(rows); hi, lo = (f'(ema − finetune_text) at p = {p:g}' for p in (ps[-1], ps[0]))
-        out.append(verdict_row(f'The advantage of the EMA-teacher arm over text finetuning grows from caption noise p = {ps[0]:g} to p = {ps[-1]:g}',
+    for a, b, words in NOISE_CLAIMS:
+        if len(ps) < 2 or not {('retrieval', a), ('retrieval', b)} <= arms: continue
+        gaps = noise_gap_rows(rows, a, b); hi, lo = (f'({a} − {b}) at p = {p:g}' for p in (ps[-1], ps[0]))
+        out.append(verdict_row(f'The advantage of the EMA-teacher arm over {words} grows from caption noise p = {ps[0]:g} to p = {ps[-1]:g}',
                                '000 §1 (the teacher removes caption noise)', paired(gaps, hi, lo, 'R@1_test'), gates))
     return out
 
