@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_ema_text.ipynb #c002
 from __future__ import annotations
-import contextlib, copy, tempfile
+import contextlib, copy, json, tempfile
 from dataclasses import dataclass, field, replace, asdict
 from pathlib import Path
 import numpy as np
@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
-from .utils import set_seed, save_figure, save_table
+from .utils import set_seed, save_figure, save_table, figures_dir, in_test
 from .losses import clip_loss, DINOLoss, dino_teacher_probs, dino_cross_entropy
 from .encoders import HFTextEncoder, OpenCLIPText, OpenCLIPVisual, EncoderOutput, TwoTower, bert_tokenizer, open_clip_model
 from .data import WorldConfig, tokenize, normalize, mix_seed, epoch_batch, batches_per_epoch
@@ -25,8 +25,9 @@ from .evaluate import (evaluating, batched, embed_images, retrieval_metrics, cla
 __all__ = ['HOLDOUT', 'METHODS', 'TASKS', 'self_distillation_loss', 'METRICS', 'GROUP', 'CLAIMS', 'NOISE_CLAIMS', 'EmaTextConfig',
            'token_embedding', 'encode_from_embeddings', 'mix_token_embeddings', 'TextTower', 'teacher_targets',
            'render_split', 'prompt_tokens', 'text_batches', 'ema_text_loss', 'wise_tower', 'train_arm', 'evaluate_arm',
-           'pretrained_gate', 'EmaTextRun', 'run_ema_text', 'results_table', 'plot_bars', 'plot_noise',
-           'noise_gap_rows', 'ema_text_verdicts', 'reproduce', 'open_clip_two_tower']
+           'pretrained_gate', 'EmaTextRun', 'run_ema_text', 'results_table', 'plot_bars', 'plot_noise', 'load_runs',
+           'plot_by_noise', 'noise_gap_rows', 'ema_text_verdicts', 'reproduce', 'save_interactive',
+           'open_clip_two_tower']
 
 # %% ../nbs/04_ema_text.ipynb #c006
 HOLDOUT = (('red', 'circle'), ('green', 'square'), ('blue', 'triangle'), ('yellow', 'diamond'),
@@ -374,6 +375,36 @@ def plot_noise(rows: list[dict], title: str = '') -> plt.Figure:
     axs[0].set_ylabel('retrieval R@1 (%), mean of i2t and t2i'); axs[1].legend(fontsize=8); fig.tight_layout()
     return fig
 
+# %% ../nbs/04_ema_text.ipynb #c040j
+def load_runs(out_dir=None  # folder of the committed tables; default `figures/`
+             ) -> list[dict]:
+    "The per-seed rows of the committed full run (the `runs` in `04_ema_text_results.json`'s meta)."
+    path = Path(out_dir or figures_dir()) / '04_ema_text_results.json'
+    if not path.exists(): raise FileNotFoundError(f"{path} is missing: run `make reproduce` (or `vlkd-reproduce --only ema_text`)")
+    try: return json.loads(path.read_text())['meta']['runs']
+    except (json.JSONDecodeError, KeyError, TypeError) as e: raise ValueError(f"{path} is corrupt or has no per-seed runs: {e}") from e
+
+def plot_by_noise(rows: list[dict],  # from `run_ema_text` or `load_runs`
+                  p: float,  # the caption-noise rate to show (one of the rates that ran)
+                  metric: str = 'R@1',  # 'R@1', 'R@5' or 'top1' (retrieval task)
+                  title: str = '',  # e.g. 'smoke run (tiny config): '
+                 ) -> plt.Figure:
+    "Bars of every retrieval arm at caption noise `p`: `metric` on seen and held-out combinations, mean ± std over seeds, y-axis fixed across p."
+    rr = [r for r in rows if r['task'] == 'retrieval']
+    ps = sorted({r['caption_noise'] for r in rr})
+    if p not in ps: raise ValueError(f"caption noise {p} did not run; the rates are {ps}")
+    table = summarize(rr, GROUP, METRICS)
+    arms = [m for m in METHODS if any(r['arm'] == m and r['caption_noise'] == p for r in rr)]
+    top = max(s[f'{metric}_{sp}'] + float(np.nan_to_num(s[f'{metric}_{sp}_std'])) for s in table for sp in ('test', 'holdout'))
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    for j, split in enumerate(('test', 'holdout')):
+        st = [_cell(table, f'{metric}_{split}', task='retrieval', caption_noise=p, arm=a) for a in arms]
+        ax.bar(np.arange(len(arms)) + (j - 0.5) * 0.4, [s[0] for s in st], 0.4, yerr=[s[1] for s in st], capsize=3,
+               label='seen combinations' if split == 'test' else 'held-out combinations')
+    ax.set_xticks(range(len(arms)), arms, rotation=20); ax.set_ylim(0, 1.1 * top); ax.set_ylabel(f'retrieval {metric} (%)')
+    ax.set_title(f'{title}caption noise p = {p:g} ({table[0]["n"]} seeds)', fontsize=10); ax.legend(fontsize=8); fig.tight_layout()
+    return fig
+
 # %% ../nbs/04_ema_text.ipynb #c040b
 CLAIMS = (  # (claim, source, task, metric, arm claimed better, arm compared with); at the lowest caption-noise rate
     ('The EMA-teacher arm classifies seen combinations better than text finetuning', '000 §1 (contribution)', 'classification', 'top1_test', 'ema', 'finetune_text'),
@@ -433,7 +464,13 @@ def reproduce(out_dir=None, tiny: bool = False) -> list[Path]:
     title = 'smoke run (tiny config): ' if tiny else ''
     for name, plot in (('bars', plot_bars), ('noise', plot_noise)):
         fig = plot(run.rows, title); paths.append(save_figure(fig, f'04_ema_text_{name}', out_dir)); plt.close(fig)
-    return paths
+    return paths + [save_interactive(run.rows, title, out_dir)]
+
+def save_interactive(rows: list[dict], title: str = '', out_dir=None) -> Path:
+    "`plot_by_noise` at the highest caption-noise rate, as `04_ema_text_interactive.png` (the interactive figure's static view)."
+    fig = plot_by_noise(rows, max(r['caption_noise'] for r in rows if r['task'] == 'retrieval'), title=title)
+    path = save_figure(fig, '04_ema_text_interactive', out_dir); plt.close(fig)
+    return path
 
 # %% ../nbs/04_ema_text.ipynb #c044
 def open_clip_two_tower(name: str = 'ViT-B-32',  # an open_clip model name, or a key of vlkd.encoders.OPEN_CLIP_PRESETS (untrained)
