@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
+from tqdm.auto import tqdm
 from .utils import set_seed, save_figure, save_table, figures_dir, in_test
 from .losses import clip_loss, DINOLoss, dino_teacher_probs, dino_cross_entropy
 from .encoders import HFTextEncoder, OpenCLIPText, OpenCLIPVisual, EncoderOutput, TwoTower, bert_tokenizer, open_clip_model
@@ -25,8 +26,8 @@ from .evaluate import (evaluating, batched, embed_images, retrieval_metrics, cla
 __all__ = ['HOLDOUT', 'METHODS', 'TASKS', 'self_distillation_loss', 'METRICS', 'GROUP', 'CLAIMS', 'NOISE_CLAIMS', 'EmaTextConfig',
            'token_embedding', 'encode_from_embeddings', 'mix_token_embeddings', 'TextTower', 'teacher_targets',
            'render_split', 'prompt_tokens', 'text_batches', 'ema_text_loss', 'wise_tower', 'train_arm', 'evaluate_arm',
-           'pretrained_gate', 'EmaTextRun', 'run_ema_text', 'results_table', 'plot_bars', 'plot_noise', 'load_runs',
-           'plot_by_noise', 'noise_gap_rows', 'ema_text_verdicts', 'reproduce', 'save_interactive',
+           'pretrained_gate', 'EmaTextRun', 'n_arm_runs', 'run_ema_text', 'results_table', 'plot_bars', 'plot_noise',
+           'load_runs', 'plot_by_noise', 'noise_gap_rows', 'ema_text_verdicts', 'reproduce', 'save_interactive',
            'open_clip_two_tower']
 
 # %% ../nbs/04_ema_text.ipynb #c006
@@ -301,6 +302,12 @@ def _splits_for(both, tests):
     "The test splits with image embeddings of a tuned image tower (`finetune_both`), or unchanged."
     return tests if both is None else {k: d | dict(image_emb=embed_images(both, d['images'])) for k, d in tests.items()}
 
+def n_arm_runs(cfg: EmaTextConfig) -> int:
+    "Rows `run_ema_text` makes: every method at the first noise rate, `noise_methods` at the others (retrieval), for each seed."
+    per_seed = sum(len(cfg.methods) if i == 0 else sum(m in cfg.noise_methods for m in cfg.methods)
+                   for t in cfg.tasks for i in range(len(cfg.noise_levels) if t == 'retrieval' else 1))
+    return per_seed * len(cfg.seeds)
+
 def run_ema_text(cfg: EmaTextConfig,
                  folder=None,  # cache folder of the pre-trained model; default `vlkd.train.cache_dir()`
                  model: TwoTower | None = None,  # a pre-trained two-tower model instead (e.g. `open_clip_two_tower`)
@@ -312,6 +319,7 @@ def run_ema_text(cfg: EmaTextConfig,
     for d in tests.values(): d['image_emb'] = embed_images(model, d['images'])
     prompts = prompt_tokens(tests['test']['class_names'], tests['test']['templates'], tokenizer)
     zero_shot, rows, hists = evaluate_arm(TextTower(model), tests, prompts), [], {}
+    bar = tqdm(total=n_arm_runs(cfg), desc='ema_text arms', disable=in_test())
     for task in cfg.tasks:
         for p in (cfg.noise_levels if task == 'retrieval' else cfg.noise_levels[:1]):
             train = render_split(replace(cfg.world, caption_noise=p), 'train', cfg.n_train, tokenizer)
@@ -321,12 +329,13 @@ def run_ema_text(cfg: EmaTextConfig,
                 tuned = {}
                 for arm in arms:
                     key = dict(task=task, caption_noise=p, arm=arm, seed=seed)
-                    if arm == 'zero_shot': rows.append(key | zero_shot); continue  # nothing trained: the same numbers for every seed
+                    if arm == 'zero_shot': rows.append(key | zero_shot); bar.update(); continue  # nothing trained: the same numbers for every seed
                     if arm == 'wise' and 'finetune_text' in tuned: text, both = wise_tower(TextTower(model), tuned['finetune_text'], cfg.wise_alpha), None
                     else:
                         set_seed(seed); text, both, hists[tuple(key.values())] = train_arm(model, train, prompts, cfg, arm, task, seed)
                         tuned[arm] = text
-                    rows.append(key | evaluate_arm(text, _splits_for(both, tests), prompts))
+                    rows.append(key | evaluate_arm(text, _splits_for(both, tests), prompts)); bar.update(); bar.set_postfix_str(f'{task} p={p:g} {arm} seed {seed}')
+    bar.close()
     return EmaTextRun(rows, gates, hists)
 
 # %% ../nbs/04_ema_text.ipynb #c036
