@@ -90,3 +90,18 @@ def test_bibliography_entries():
     for doc in DOCS:
         line = next((l for l in bib.splitlines() if f'[{doc}]' in l), '')
         assert re.search(r'(19|20)\d\d|under review|undated', line), f"index bibliography entry [{doc}] gives no year or status: {line!r}"
+
+
+def test_problems_name_the_notebook_and_the_document(tmp_path):
+    "A failure says which notebook cites which document that its References cell or the bibliography lacks."
+    def nb(name, *cells):
+        (tmp_path / f'{name}.ipynb').write_text(json.dumps(dict(cells=[dict(cell_type=t, source=s) for t, s in cells])))
+    nb('index', ('markdown', '## References\n\n| [000] a 2020 | [001] b 2024 | [002] c, under review | [003] d 2024 |'))
+    nb('05_x', ('markdown', 'As in 003 Table 2 and the review (004).'), ('code', "claim = '003 §4'"),
+       ('markdown', '## References\n\n- **[003] Naeem et al. 2024**'), ('code', 'import nbdev; nbdev.nbdev_export()'))
+    nb('06_y', ('markdown', 'See 002 Eq. 1.'))
+    nb('99_reproduce', ('markdown', 'Runs every chapter.'))
+    assert problems(tmp_path) == [
+        'index.ipynb: the bibliography (## References) does not list [004]',
+        "05_x.ipynb: cites document 004 (1×, e.g. 'le 2 and the review (004).') but its References cell does not list [004]",
+        "06_y.ipynb: no '## References' markdown cell (it cites 002)"]
