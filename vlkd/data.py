@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from PIL import Image, UnidentifiedImageError
-from .utils import save_figure, save_table, in_test, figures_dir, set_seed
+from .utils import save_figure, save_table, in_test, figures_dir, set_seed, config_table
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLOURS', 'SIZES', 'SPLITS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD', 'IMG_EXTS',
@@ -627,6 +627,6 @@ def reproduce(out_dir=None,  # folder for figures and tables; default `figures/`
     fig = plot_samples(CaptionWorld(WorldConfig(img_size=32 if tiny else 64), 'train', 8), n=4 if tiny else 8)
     paths.append(save_figure(fig, '01a_data_samples', out_dir)); plt.close(fig)
     fig = plot_difficulty(); paths.append(save_figure(fig, '01a_data_difficulty', out_dir)); plt.close(fig)
-    cfg = DifficultyProbeConfig.tiny() if tiny else DifficultyProbeConfig(); print(cfg)
+    cfg = DifficultyProbeConfig.tiny() if tiny else DifficultyProbeConfig(); print(config_table(cfg))
     paths.append(save_table(difficulty_probe(cfg), '01a_data_probe', out_dir, meta=asdict(cfg)))
     return paths

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
-from .utils import set_seed, save_figure, save_table
+from .utils import set_seed, save_figure, save_table, config_table
 from .losses import data2vec_targets, feature_kd_loss
 from .encoders import (EncoderOutput, _Encoder, from_hub, local_weights, vit_encoder, minilm, truncate,
                            layer_decay_groups)
@@ -271,7 +271,7 @@ def run_image_featkd(cfg: FeatKDConfig,  # the experiment; `FeatKDConfig.tiny()`
                      folder=None,  # teacher cache folder; default `vlkd.train.cache_dir()`
                     ) -> FeatKDResult:
     "Distil the image teacher into students of each initialisation and seed; one row per arm and seed (Tables 4-5 analogue)."
-    print(cfg)
+    print(config_table(cfg))
     train, val, test = (WorldTensors(cfg.world, s, n) for s, n in (('train', cfg.n_train), ('val', cfg.n_val), ('test', cfg.n_test)))
     clf = world_teacher(cfg, train, folder) if cfg.teacher == 'world' else None
     teacher = (clf.encoder if clf is not None else image_teacher(cfg)).eval().requires_grad_(False)
@@ -433,7 +433,7 @@ def text_table(rows: list[dict],  # `run_text_featkd`'s rows
 def run_text_featkd(cfg: TextKDConfig  # the experiment; `TextKDConfig.tiny()` for a smoke run
                    ) -> FeatKDResult:
     "Distil MiniLM-L6 into 3-layer students (first half / every other); one row per arm and seed (Table 6 analogue)."
-    print(cfg)
+    print(config_table(cfg))
     teacher, tok = minilm()
     teacher.requires_grad_(False)
     corpus = text_corpus()[:cfg.max_sentences]; split = split_corpus(corpus)

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import default_collate
 from tqdm.auto import tqdm
 from . import __version__
-from .utils import set_seed, world_info, save_figure
+from .utils import set_seed, world_info, save_figure, config_table
 from .data import epoch_batch, mix_seed, shuffle_seed
 
 # %% auto #0
@@ -346,7 +346,7 @@ def fit(model: nn.Module,  # the student; trained in place
         start, hist = _start(model, opt, ema, cfg, rank, world)
         end = cfg.steps if cfg.stop_after is None else min(cfg.steps, start + cfg.stop_after)
         get, dev, trained = _batch_fn(batches, cfg, collate, rank, world), next(model.parameters()).device, [p for g in opt.param_groups for p in g['params']]
-        if cfg.progress and rank == 0 and start == 0: print(cfg)
+        if cfg.progress and rank == 0 and start == 0: print(config_table(cfg))
         model.train()
         for step in (bar := tqdm(range(start, end), initial=start, total=cfg.steps, disable=not cfg.progress or rank > 0)):
             f = lr_schedule(step, cfg.steps, cfg.warmup_frac, cfg.min_lr_frac)
@@ -500,7 +500,7 @@ def check_cache_sites(sites=None,  # CacheSites to check; default every register
     return out
 
 # %% ../nbs/01b_train.ipynb #c057g
-_FIT_SITE = cache_site('fit', CACHE_VERSION, '93e1e31b3248',  # its version is CACHE_VERSION: bump that
+_FIT_SITE = cache_site('fit', CACHE_VERSION, 'fa5d6492446c',  # its version is CACHE_VERSION: bump that
                        fit, _start, _optimizer, _batch_fn, batch_indices, shard, lr_schedule,
                        momentum_schedule, ema_update, _sync_and_clip, epoch_batch, shuffle_seed, mix_seed)
 

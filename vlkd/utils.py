@@ -4,7 +4,8 @@
 
 # %% ../nbs/000_utils.ipynb #c002
 from __future__ import annotations
-import json, os, random, socket, textwrap
+import dataclasses, json, os, random, socket, textwrap
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 import numpy as np
@@ -12,8 +13,8 @@ import torch
 import torch.distributed as dist
 
 # %% auto #0
-__all__ = ['set_seed', 'in_test', 'figures_dir', 'save_figure', 'markdown_table', 'save_table', 'load_table', 'mean_std',
-           'world_info', 'gather_features', 'hub_reachable', 'offline_note']
+__all__ = ['set_seed', 'in_test', 'figures_dir', 'save_figure', 'markdown_table', 'ConfigTable', 'config_table', 'save_table',
+           'load_table', 'mean_std', 'world_info', 'gather_features', 'hub_reachable', 'offline_note']
 
 # %% ../nbs/000_utils.ipynb #c005
 def set_seed(seed: int = 0,  # the seed for python, numpy and torch
@@ -61,6 +62,62 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
     lines += ['| ' + ' | '.join(_fmt(r.get(c, '')) for c in cols) + ' |' for r in rows]
     return '\n'.join(lines) + '\n'
+
+# %% ../nbs/000_utils.ipynb #c013b
+def _flat(cfg, prefix: str = '') -> list[tuple[str, object]]:
+    "(name, value) rows of a dataclass or mapping; nested ones flattened to `field.sub`."
+    items = cfg.items() if isinstance(cfg, Mapping) else ((f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg))
+    rows = []
+    for k, v in items:
+        nested = (dataclasses.is_dataclass(v) and not isinstance(v, type)) or (isinstance(v, Mapping) and v)
+        rows += _flat(v, f'{prefix}{k}.') if nested else [(f'{prefix}{k}', v)]
+    return rows
+
+def _is_tiny(cfg) -> bool:
+    "Whether `cfg` equals its class's `.tiny()` preset, i.e. configures a smoke run."
+    tiny = getattr(type(cfg), 'tiny', None)
+    try: return callable(tiny) and cfg == tiny()
+    except (TypeError, ValueError): return False  # a preset that needs arguments
+
+class ConfigTable:
+    "A config as `field.sub = value` rows: a Markdown table in Jupyter, a plain-text table when printed."
+    def __init__(self, rows, title: str = '', cols: int = 1, width: int = 40, line: int = 120):
+        self.rows, self.title, self.cols, self.width, self.line = list(rows), title, cols, width, line
+    def _cells(self, cols: int) -> list[list[tuple[str, str]]]:
+        "The rows as `cols` side-by-side columns, filled top to bottom; values cut to `width` characters."
+        v = [(k, r if len(r := repr(x)) <= self.width else r[:self.width - 1] + '…') for k, x in self.rows]
+        h = -(-len(v) // cols)
+        return [[v[j * h + i] for j in range(cols) if j * h + i < len(v)] for i in range(h)]
+    def _repr_markdown_(self) -> str:
+        esc = lambda s: s.replace('|', '\\|')
+        head = f'**{self.title}**\n\n' if self.title else ''
+        lines = ['| ' + ' | '.join(['field', 'value'] * self.cols) + ' |', '|' + '---|---|' * self.cols]
+        lines += ['| ' + ' | '.join(f'`{k}` | {esc(x)}' for k, x in r) + ' |' for r in self._cells(self.cols)]
+        return head + '\n'.join(lines) + '\n'
+    def __str__(self) -> str:
+        for c in range(self.cols, 0, -1):  # fewer side-by-side columns until lines fit in `line` characters
+            cells = self._cells(c)
+            wk = [max(len(r[j][0]) for r in cells if j < len(r)) for j in range(c)]
+            wv = [max(len(r[j][1]) for r in cells if j < len(r)) for j in range(c)]
+            out = ['   '.join(f'{k:<{wk[j]}} = {x:<{wv[j]}}' for j, (k, x) in enumerate(r)).rstrip() for r in cells]
+            if c == 1 or max(map(len, out)) <= self.line: break
+        return '\n'.join(([self.title] if self.title else []) + out)
+    __repr__ = __str__
+
+def config_table(cfg,  # a config dataclass (or a dict); nested dataclasses and dicts become `field.sub` rows
+                 title: str | None = None,  # shown above the table; default the class name, marked as a smoke run if it is `.tiny()`
+                 cols: int | None = None,  # field/value column pairs side by side; default 1 up to 8 rows, else up to 3
+                 width: int = 40,  # longest value shown; longer ones are cut with '…'
+                ) -> ConfigTable:
+    "A config as a compact table of `field.sub = value` rows (Markdown in Jupyter, plain text when printed)."
+    if not (isinstance(cfg, Mapping) or dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)):
+        raise TypeError(f"config_table: cfg must be a dataclass instance or a dict, got {type(cfg).__name__}")
+    rows = _flat(cfg)
+    if not rows: raise ValueError(f"config_table: {type(cfg).__name__} has no fields")
+    if cols is not None and not (isinstance(cols, int) and cols >= 1): raise ValueError(f"config_table: cols must be an int >= 1, got {cols!r}")
+    if not (isinstance(width, int) and width >= 4): raise ValueError(f"config_table: width must be an int >= 4, got {width!r}")
+    if title is None and not isinstance(cfg, Mapping): title = type(cfg).__name__ + (' · smoke run (tiny config)' if _is_tiny(cfg) else '')
+    return ConfigTable(rows, title or '', cols or min(3, -(-len(rows) // 8)), width)
 
 # %% ../nbs/000_utils.ipynb #c014
 def save_table(rows: list[dict],  # rows of the table, all with the same keys
