@@ -53,7 +53,7 @@ class CapGapConfig:
     lowshot_teacher_steps: int = 300  # the same for the CE teacher retrained on k images per class
     head_steps: int = 1000  # steps for the MLP head (cheap: it sees precomputed similarity vectors)
     student_steps: int = 200  # steps of batch 128 for every student (flips; teacher logits precomputed for both orientations)
-    lowshot_teachers: tuple = ('cnn16',)  # CE teachers retrained on each low-shot set (with the finetuned CLIP and scratch)
+    lowshot_teachers: tuple = ()  # CE teachers retrained on each low-shot set, e.g. ('cnn16',) (default none, for the budget: they cannot reach the gate on k images)
     teacher_epochs: int = 8  # passes for the ResNet / ViT teachers (the epoch-based recipe of `_train_config`)
     head_epochs: int = 30  # kept for the epoch-based recipe
     student_epochs: int = 4  # kept for the epoch-based recipe
@@ -352,11 +352,11 @@ def train_student(arch: str,  # see `student`
     make = lambda: (set_seed(seed), student(arch, len(tr.class_names), cfg.width))[1]
     if not cache: model = make(); train(model); return model.eval()
     if (teacher_key is None) != (teacher_logits is None): raise ValueError("a cached student needs teacher_key exactly when it has teacher_logits")
-    key = dict(arch=arch, seed=seed, teacher=teacher_key, world=asdict(cfg.world), n_train=cfg.n_train, width=cfg.width,
+    key = dict(arch=arch, seed=seed, teacher=teacher_key, teacher_site=[CAPGAP_SITE.name, CAPGAP_SITE.version], world=asdict(cfg.world), n_train=cfg.n_train, width=cfg.width,
                subset=None if subset is None else subset.tolist(), train=asdict(tc), hkd=(cfg.alpha, cfg.beta, cfg.tau))
     return cached(key, make, train, name='capgap-student', folder=folder, site=CAPGAP_STUDENT_SITE)
 
-CAPGAP_STUDENT_SITE = cache_site('capgap-student', 1, '1f34dd81aa10', train_student, distill_batches, _flips, distill_step, student,
+CAPGAP_STUDENT_SITE = cache_site('capgap-student', 1, 'c27f721fe01b', train_student, distill_batches, _flips, distill_step, student,
                                  _cnn_widths, _step_config, labelled_batches, hkd_loss)
 
 TEACHER_NAMES = {'none': 'Scratch / None', 'resnet18': 'ResNet 18', 'resnet34': 'ResNet 34', 'resnet50': 'ResNet 50',
