@@ -27,7 +27,7 @@ from .evaluate import (zero_shot_classifier, ImageClassifier, predict, accuracy,
 __all__ = ['RESNETS', 'CAPGAP_SITE', 'CAPGAP_STUDENT_SITE', 'TEACHER_NAMES', 'CapGapConfig', 'distill_step', 'resnet',
            'param_count', 'student', 'pretrained_resnet', 'ClipTeacher', 'mlp_head', 'overconfidence',
            'plot_overconfidence', 'world_data', 'lowshot_indices', 'distill_batches', 'teacher_logits', 'make_teacher',
-           'train_student', 'teacher_name', 'CapGapRun', 'clip_probe', 'capacity_runs', 'capacity_table',
+           'train_student', 'teacher_name', 'CapGapRun', 'clip_probe', 'probe_curve', 'capacity_runs', 'capacity_table',
            'lowshot_runs', 'plot_lowshot', 'overconfidence_table', 'teacher_curves', 'overconfidence_runs',
            'overconfidence_summary', 'plot_overconfidence_bands', 'closest_ce_teacher', 'teacher_gate',
            'knowledge_gate', 'student_verdict', 'gap_slope_verdict', 'overconfidence_verdict', 'capgap_verdicts',
@@ -72,6 +72,7 @@ class CapGapConfig:
     teacher_gate: float = 90.0  # a CE teacher needs this test top-1 (%) on the 64-class task before a claim relies on it
     clip_gate: float = halfway_gate(64)  # the same for a CLIP-style teacher: halfway from chance to 100 % (64 classes)
     match_tolerance: float = 5.0  # the p(γ) claim compares teachers whose top-1 differs by at most this many points
+    probe_sizes: tuple = (800, 1600, 3200, 6400)  # labelled-set sizes of the CLIP probe curve (does more labelled data bring CLIP's probe to the CE teachers?)
     knowledge_gate: float = 0.0  # CLIP's linear probe minus the best CE teacher (top-1 points) must reach this: CLIP knows more
     progress: bool = True  # progress bars for teacher training and for each table's students (off under tests)
 
@@ -83,7 +84,7 @@ class CapGapConfig:
         return cls(**{**dict(clip=ClipConfig.tiny(), label_by='shape', n_train=256, n_test=128, teachers=('cnn4', 'cnn8'), arch='cnn4',
                              table2_arch='cnn8', reduced=4, mobilenet='', teacher_steps=20, lowshot_teacher_steps=10, head_steps=20,
                              student_steps=8, lowshot_teachers=('cnn4',), batch_size=32, lowshot_k=(4, 8), seeds=(0, 1),
-                             gammas=(0.25, 0.5, 0.75), gamma_range=(0.25, 0.75), clip_gate=halfway_gate(8), progress=False), **kw})
+                             gammas=(0.25, 0.5, 0.75), gamma_range=(0.25, 0.75), probe_sizes=(128, 256), clip_gate=halfway_gate(8), progress=False), **kw})
 
 # %% ../nbs/06_capgap.ipynb #c009
 def distill_step(student: nn.Module,  # the model being trained
@@ -387,6 +388,10 @@ def clip_probe(cfg: CapGapConfig, subset: torch.Tensor | None = None, folder=Non
     clip = pretrain_clip(cfg.clip, folder=folder)
     return linear_probe(clip.visual, (tr.images[idx], tr.labels[idx]), (te.images, te.labels), len(tr.class_names), transform=normalize)
 
+def probe_curve(cfg: CapGapConfig, folder=None) -> list[dict]:
+    "CLIP's linear-probe top-1 (%) for each labelled-set size of cfg.probe_sizes (the first n images of the training split)."
+    return [dict(n_train=n, clip_probe=round(clip_probe(replace(cfg, n_train=n), None, folder), 2)) for n in cfg.probe_sizes]
+
 def capacity_runs(arch: str,  # student architecture (see `student`)
                   teachers: list,  # teacher names (see `make_teacher`), 'none' for the scratch baseline
                   cfg: CapGapConfig,
@@ -626,7 +631,7 @@ def reproduce(out_dir=None, tiny: bool = False,
     cfg = CapGapConfig.tiny() if tiny else CapGapConfig(); meta = asdict(cfg) | dict(smoke_run=tiny); smoke = 'smoke run (tiny config): ' if tiny else ''
     print(smoke + str(cfg)); ce = list(cfg.teachers); arms = ['none', *ce, 'clip-raw', 'clip-ft']
     with (tempfile.TemporaryDirectory() if tiny and folder is None else contextlib.nullcontext(folder)) as folder:
-        probe = clip_probe(cfg, None, folder)
+        probe = clip_probe(cfg, None, folder); curve = probe_curve(cfg, folder)
         t1 = capacity_runs(cfg.arch, arms, cfg, folder=folder); t1.clip_probe[None] = probe
         t2 = capacity_runs(f'{cfg.table2_arch}/{cfg.reduced}', arms, cfg, folder=folder); t2.clip_probe[None] = probe
         t3 = lowshot_runs(cfg, folder=folder)
@@ -635,7 +640,7 @@ def reproduce(out_dir=None, tiny: bool = False,
         oc = overconfidence_runs(cfg, [*ce, 'clip-raw', 'clip-ft'], folder, seeded=('clip-ft', closest_ce_teacher(t1)))
     s2 = {r['teacher']: r['student acc (%)'] for r in capacity_table(t2)}
     t4 = [r | {'1/8-width student acc (%)': s2.get(r['teacher'], '-')} for r in overconfidence_summary(oc, cfg.gamma)]
-    tables = dict(table1=capacity_table(t1), table2=capacity_table(t2), table3=capacity_table(t3), table4=t4, teachers=teacher_table(t1, cfg))
+    tables = dict(table1=capacity_table(t1), table2=capacity_table(t2), table3=capacity_table(t3), table4=t4, teachers=teacher_table(t1, cfg), probe=curve)
     if t5 is not None: tables['table5'] = capacity_table(t5)
     runs = t1.rows + t2.rows + t3.rows + (t5.rows if t5 is not None else [])
     paths = [save_table(t, f'06_capgap_{name}', out_dir, meta) for name, t in tables.items()]
