@@ -52,7 +52,8 @@ class CapGapConfig:
     teacher_steps: int = 600  # AdamW one-cycle steps of batch 128 for every CE teacher (flips), the `train_classifier` recipe
     lowshot_teacher_steps: int = 300  # the same for the CE teacher retrained on k images per class
     head_steps: int = 1000  # steps for the MLP head (cheap: it sees precomputed similarity vectors)
-    student_steps: int = 200  # steps of batch 128 for every student (flips; teacher logits precomputed for both orientations)
+    student_steps: int = 100  # steps of batch 128 for every student of Tables 1 and 3 (flips; teacher logits precomputed for both orientations)
+    table2_steps: int = 300  # the same for the 1/8-width students of Table 2 (cheap per step, slow to learn)
     lowshot_teachers: tuple = ()  # CE teachers retrained on each low-shot set, e.g. ('cnn16',) (default none, for the budget: they cannot reach the gate on k images)
     teacher_epochs: int = 8  # passes for the ResNet / ViT teachers (the epoch-based recipe of `_train_config`)
     head_epochs: int = 30  # kept for the epoch-based recipe
@@ -83,7 +84,7 @@ class CapGapConfig:
     def tiny(cls, **kw):
         return cls(**{**dict(clip=ClipConfig.tiny(), label_by='shape', n_train=256, n_test=128, teachers=('cnn4', 'cnn8'), arch='cnn4',
                              table2_arch='cnn8', reduced=4, mobilenet='', teacher_steps=20, lowshot_teacher_steps=10, head_steps=20,
-                             student_steps=8, lowshot_teachers=('cnn4',), batch_size=32, lowshot_k=(4, 8), seeds=(0, 1),
+                             student_steps=8, table2_steps=8, lowshot_teachers=('cnn4',), batch_size=32, lowshot_k=(4, 8), seeds=(0, 1),
                              gammas=(0.25, 0.5, 0.75), gamma_range=(0.25, 0.75), probe_sizes=(128, 256), clip_gate=halfway_gate(8), progress=False), **kw})
 
 # %% ../nbs/06_capgap.ipynb #c009
@@ -633,7 +634,7 @@ def reproduce(out_dir=None, tiny: bool = False,
     with (tempfile.TemporaryDirectory() if tiny and folder is None else contextlib.nullcontext(folder)) as folder:
         probe = clip_probe(cfg, None, folder); curve = probe_curve(cfg, folder)
         t1 = capacity_runs(cfg.arch, arms, cfg, folder=folder); t1.clip_probe[None] = probe
-        t2 = capacity_runs(f'{cfg.table2_arch}/{cfg.reduced}', arms, cfg, folder=folder); t2.clip_probe[None] = probe
+        t2 = capacity_runs(f'{cfg.table2_arch}/{cfg.reduced}', arms, replace(cfg, student_steps=cfg.table2_steps), folder=folder); t2.clip_probe[None] = probe
         t3 = lowshot_runs(cfg, folder=folder)
         t5 = capacity_runs(cfg.mobilenet, ['none', closest_ce_teacher(t1), 'clip-ft'], cfg, folder=folder) if cfg.mobilenet else None
         if t5 is not None: t5.clip_probe[None] = probe
