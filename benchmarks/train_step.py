@@ -237,9 +237,9 @@ def _capgap_setup(cfg, data, model, epochs, logits, desc):
 
 def capgap_student_step(tiny, o, arch='resnet18'):
     cfg, data = _capgap(tiny, o); C = len(data.class_names)
-    set_seed(0); logits = predict(capgap.resnet(cfg.teachers[0], C, cfg.width), data.images)  # untrained teacher's logits
+    set_seed(0); logits = predict(capgap.student(cfg.teachers[0], C, cfg.width), data.images)  # untrained teacher's logits
     set_seed(0)
-    if arch == 'mobilenet': arch, model = cfg.mobilenet, capgap.student(cfg.mobilenet, C, cfg.width)
+    if arch == 'mobilenet': arch = cfg.mobilenet or 'mobilenetv3_small_050'; model = capgap.student(arch, C, cfg.width)
     elif arch == 'reduced': arch, model = f'resnet18/{cfg.reduced}', _resnet('resnet18', C, cfg.width // cfg.reduced, o)
     else: model = _resnet(arch, C, cfg.width, o)
     return _capgap_setup(cfg, data, model, cfg.student_epochs, logits, f'{arch} (width {cfg.width}) 32px, KD')

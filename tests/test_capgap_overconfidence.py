@@ -62,14 +62,14 @@ def test_tiny_reproduce_writes_only_to_out_dir(tmp_path, monkeypatch):
     before = {p: p.stat().st_mtime for p in figures.glob('*')}
     paths = reproduce(out_dir=tmp_path / 'out', tiny=True)
     names = sorted(p.name for p in paths)
-    assert names == ['06_capgap_lowshot.png', '06_capgap_overconfidence.png', '06_capgap_runs.md',
-                     *[f'06_capgap_table{i}.md' for i in range(1, 6)], '06_capgap_verdicts.json'], names
+    assert names == ['06_capgap_lowshot.png', '06_capgap_overconfidence.png', '06_capgap_pgamma.md', '06_capgap_probe.md', '06_capgap_runs.md',
+                     *[f'06_capgap_table{i}.md' for i in range(1, 5)], '06_capgap_teachers.md', '06_capgap_verdicts.json'], names  # no Table 5: tiny mobilenet=''
     assert all(p.parent == tmp_path / 'out' and p.exists() for p in paths)
     rows = load_verdicts('06_capgap', tmp_path / 'out')  # checked: every verdict is the one its CI and gates give
     assert {r['verdict'] for r in rows} == {'not tested'}  # teachers trained for a few steps miss their gates
-    assert {g['threshold'] for r in rows for g in r['gates']} == {90.0, 56.25}  # CE: 90 %; CLIP-style: halfway_gate(8)
+    assert {g['threshold'] for r in rows for g in r['gates']} == {90.0, 56.25, 0.0, 5.0}  # CE: 90 %; CLIP-style: halfway_gate(8); knowledge: 0; match: 5 points
     runs = json.loads((tmp_path / 'out' / '06_capgap_runs.json').read_text())
-    assert runs['meta']['smoke_run'] and {(r['arm'], r['seed']) for r in runs['rows'] if r['student'] == 'resnet18' and r['k'] is None} \
-        == {(a, s) for a in ('none', 'resnet34', 'clip-raw', 'clip-ft') for s in (0, 1)}
+    assert runs['meta']['smoke_run'] and {(r['arm'], r['seed']) for r in runs['rows'] if r['student'] == 'cnn4' and r['k'] is None} \
+        == {(a, s) for a in ('none', 'cnn4', 'cnn8', 'clip-raw', 'clip-ft') for s in (0, 1)}
     assert not cache.exists() or not any(cache.iterdir()), list(cache.iterdir())
     assert before == {p: p.stat().st_mtime for p in figures.glob('*')}, 'a tiny run wrote into figures/'

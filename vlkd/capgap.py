@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_capgap.ipynb #c002
 from __future__ import annotations
-import functools, os, tempfile, contextlib
+import functools, os, math, tempfile, contextlib
 from dataclasses import dataclass, field, replace, asdict
 from pathlib import Path
 import numpy as np
@@ -12,53 +12,69 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
+from scipy.stats import t as scipy_t
 from tqdm.auto import tqdm
 from .utils import set_seed, save_figure, save_table, in_test
 from .losses import hkd_loss
-from .encoders import vit_encoder, bert_tokenizer
-from .data import WorldConfig, batches_per_epoch
+from .encoders import vit_encoder, conv_encoder, bert_tokenizer
+from .data import WorldConfig, batches_per_epoch, mix_seed, normalize
 from .train import TrainConfig, fit, cached, cache_site
 from .clip import ClipConfig, WorldTensors, pretrain_clip, CLIP_SITE
-from .evaluate import (zero_shot_classifier, ImageClassifier, predict, accuracy, labelled_batches, ClassifierConfig,
+from .evaluate import (zero_shot_classifier, ImageClassifier, predict, accuracy, labelled_batches, ClassifierConfig, linear_probe,
                            train_classifier, summarize, paired, gate, halfway_gate, verdict_row, save_verdicts)
 
 # %% auto #0
-__all__ = ['RESNETS', 'CAPGAP_SITE', 'TEACHER_NAMES', 'CapGapConfig', 'distill_step', 'resnet', 'param_count', 'student',
-           'pretrained_resnet', 'ClipTeacher', 'mlp_head', 'overconfidence', 'plot_overconfidence', 'world_data',
-           'lowshot_indices', 'distill_batches', 'make_teacher', 'train_student', 'CapGapRun', 'capacity_runs',
-           'capacity_table', 'lowshot_runs', 'plot_lowshot', 'overconfidence_table', 'teacher_curves',
-           'closest_ce_teacher', 'teacher_gate', 'student_verdict', 'overconfidence_verdict', 'capgap_verdicts',
-           'reproduce']
+__all__ = ['RESNETS', 'CAPGAP_SITE', 'CAPGAP_STUDENT_SITE', 'TEACHER_NAMES', 'CapGapConfig', 'distill_step', 'resnet',
+           'param_count', 'student', 'pretrained_resnet', 'ClipTeacher', 'mlp_head', 'overconfidence',
+           'plot_overconfidence', 'world_data', 'lowshot_indices', 'distill_batches', 'teacher_logits', 'make_teacher',
+           'train_student', 'teacher_name', 'CapGapRun', 'clip_probe', 'probe_curve', 'capacity_runs', 'capacity_table',
+           'lowshot_runs', 'plot_lowshot', 'overconfidence_table', 'teacher_curves', 'overconfidence_runs',
+           'overconfidence_summary', 'plot_overconfidence_bands', 'closest_ce_teacher', 'teacher_gate',
+           'knowledge_gate', 'student_verdict', 'gap_slope_verdict', 'overconfidence_verdict', 'capgap_verdicts',
+           'teacher_table', 'reproduce']
 
 # %% ../nbs/06_capgap.ipynb #c005
 @dataclass
 class CapGapConfig:
-    clip: ClipConfig = field(default_factory=ClipConfig)  # the shared CLIP-style pre-training (chapter 01d); its world gives the images
+    clip: ClipConfig = field(default_factory=ClipConfig)  # the shared CLIP-style pre-training (chapter 01d, 20000 captioned images); its world gives the images
     label_by: str = 'shape_colour'  # class = colour and shape of the main object (64 classes)
-    n_train: int = 3200  # labelled training images (≈ 50 per class)
+    n_train: int = 3200  # labelled training images (≈ 50 per class); CE teachers and students see only these
     n_test: int = 2000  # held-out test images ('test' split)
-    width: int = 16  # ResNet base width (timm's resnet18 has 64: a 1/4-scale ladder)
-    reduced: int = 8  # Table 2: the student's filters divided by this
-    teachers: tuple = ('resnet34', 'resnet101')  # CE-trained ResNet teachers of growing size
-    mobilenet: str = 'mobilenetv3_small_050'  # Table 5 student (timm name, trained from scratch)
+    teachers: tuple = ('cnn16', 'cnn24', 'cnn32')  # CE teachers of growing width: `conv_encoder((w, 2w, 4w))`; cnn32 is the CLIP tower's architecture
+    arch: str = 'cnn8'  # the Table 1 / 3 student (a CNN of widths 8-16-32)
+    reduced: int = 8  # Table 2: the student's filters divided by this (`arch/reduced`)
+    table2_arch: str = 'cnn16'  # Table 2 reduces this student's filters (cnn16/8 = widths 2-4-8)
+    mobilenet: str = ''  # Table 5 student, e.g. 'mobilenetv3_small_050' (timm, from scratch); '' (default, for the budget) skips Table 5
+    width: int = 16  # ResNet base width (only for the ResNet teachers/students, which the default run does not use)
     refine: str = 'large {}'  # 002 §3.2.1 class-name refinement: the label names the large, main object
     head_hidden: int = 256  # width of the MLP head on the similarity vector (Eq. 5)
     head_dropout: float = 0.2  # dropout in the MLP head
-    teacher_epochs: int = 8  # passes over the training set for CE teachers
-    head_epochs: int = 30  # passes for the MLP head (cheap: it sees precomputed similarity vectors)
-    student_epochs: int = 4  # passes for every student
-    batch_size: int = 64  # small batches: more steps for the same compute
-    lr: float = 1e-2  # AdamW peak learning rate (warmup + cosine)
+    teacher_steps: int = 600  # AdamW one-cycle steps of batch 128 for every CE teacher (flips), the `train_classifier` recipe
+    lowshot_teacher_steps: int = 300  # the same for the CE teacher retrained on k images per class
+    head_steps: int = 1000  # steps for the MLP head (cheap: it sees precomputed similarity vectors)
+    student_steps: int = 100  # steps of batch 128 for every student of Tables 1 and 3 (flips; teacher logits precomputed for both orientations)
+    table2_steps: int = 300  # the same for the 1/8-width students of Table 2 (cheap per step, slow to learn)
+    lowshot_teachers: tuple = ()  # CE teachers retrained on each low-shot set, e.g. ('cnn16',) (default none, for the budget: they cannot reach the gate on k images)
+    teacher_epochs: int = 8  # passes for the ResNet / ViT teachers (the epoch-based recipe of `_train_config`)
+    head_epochs: int = 30  # kept for the epoch-based recipe
+    student_epochs: int = 4  # kept for the epoch-based recipe
+    batch_size: int = 128  # batch of every step-based run (teachers, head, students)
+    lr: float = 2e-3  # AdamW peak learning rate (one-cycle: 30 % warmup, cosine)
     weight_decay: float = 0.05
     alpha: float = 0.5  # weight of the KL term (002 §4.1)
     beta: float = 0.5  # weight of the label cross-entropy
     tau: float = 1.0  # distillation temperature (002 uses 1: no softening)
     lowshot_k: tuple = (5, 10, 20)  # Table 3 / Fig. 2: images per class
-    seeds: tuple = (0, 1, 2)  # student seeds, shared by every teacher (students are paired by seed); teachers: one seed, 0
+    seeds: tuple = (0, 1, 2, 3, 4)  # student seeds, shared by every teacher (students are paired by seed)
+    teacher_seeds: tuple = (0,)  # teacher seeds; the p(γ) claim pairs the finetuned CLIP and its matched CE teacher over these
     gammas: tuple = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2).tolist())  # γ grid of the p(γ) curve
-    gamma: float = 0.5  # γ of Table 4 and of the over-confidence verdict
+    gamma: float = 0.5  # γ of Table 4
+    gamma_range: tuple = (0.3, 0.9)  # the over-confidence verdict averages p(γ) over the grid points in this range
     teacher_gate: float = 90.0  # a CE teacher needs this test top-1 (%) on the 64-class task before a claim relies on it
     clip_gate: float = halfway_gate(64)  # the same for a CLIP-style teacher: halfway from chance to 100 % (64 classes)
+    match_tolerance: float = 5.0  # the p(γ) claim compares teachers whose top-1 differs by at most this many points
+    probe_sizes: tuple = (800, 1600, 3200, 6400)  # labelled-set sizes of the CLIP probe curve (does more labelled data bring CLIP's probe to the CE teachers?)
+    knowledge_gate: float = 0.0  # CLIP's linear probe minus the best CE teacher (top-1 points) must reach this: CLIP knows more
     progress: bool = True  # progress bars for teacher training and for each table's students (off under tests)
 
     @property
@@ -66,9 +82,10 @@ class CapGapConfig:
 
     @classmethod
     def tiny(cls, **kw):
-        return cls(**{**dict(clip=ClipConfig.tiny(), label_by='shape', n_train=256, n_test=128, width=8, teachers=('resnet34',),
-                             teacher_epochs=1, head_epochs=2, student_epochs=1, batch_size=64, lowshot_k=(4, 8), seeds=(0, 1),
-                             gammas=(0.25, 0.5, 0.75), clip_gate=halfway_gate(8), progress=False), **kw})
+        return cls(**{**dict(clip=ClipConfig.tiny(), label_by='shape', n_train=256, n_test=128, teachers=('cnn4', 'cnn8'), arch='cnn4',
+                             table2_arch='cnn8', reduced=4, mobilenet='', teacher_steps=20, lowshot_teacher_steps=10, head_steps=20,
+                             student_steps=8, table2_steps=8, lowshot_teachers=('cnn4',), batch_size=32, lowshot_k=(4, 8), seeds=(0, 1),
+                             gammas=(0.25, 0.5, 0.75), gamma_range=(0.25, 0.75), probe_sizes=(128, 256), clip_gate=halfway_gate(8), progress=False), **kw})
 
 # %% ../nbs/06_capgap.ipynb #c009
 def distill_step(student: nn.Module,  # the model being trained
@@ -104,11 +121,20 @@ def param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 # %% ../nbs/06_capgap.ipynb #c019
-def student(arch: str,  # 'resnet18', 'resnet18/8' (filters divided by 8) or a timm model name (e.g. a MobileNetV3)
+def _cnn_widths(arch: str) -> tuple:
+    "'cnn16' -> (16, 32, 64); 'cnn16/8' -> (2, 4, 8): stage widths (w, 2w, 4w), filters divided by the number after '/'."
+    base, _, k = arch[3:].partition('/')
+    if not base.isdigit() or (k and not k.isdigit()): raise ValueError(f"a CNN arch is 'cnn<w>' or 'cnn<w>/<k>', got {arch!r}")
+    w, k = int(base), int(k or 1)
+    if w % k or w < k: raise ValueError(f"width {w} of {arch!r} is not divisible by {k}")
+    return (w // k, 2 * w // k, 4 * w // k)
+
+def student(arch: str,  # 'cnn<w>' (`conv_encoder((w, 2w, 4w))`), 'cnn<w>/<k>' (filters / k), 'resnet18', 'resnet18/8' or a timm name
             num_classes: int,
             width: int = 16,  # ResNet base width
            ) -> nn.Module:
-    "A randomly initialised student: a scaled resnet18, its reduced-width variant `resnet18/<k>`, or a timm model."
+    "A randomly initialised student (or CE teacher): a plain CNN classifier, a scaled resnet18 or its reduced variant, or a timm model."
+    if arch.startswith('cnn'): return ImageClassifier(conv_encoder(_cnn_widths(arch)), num_classes)
     if arch.startswith('resnet18/'):
         k = int(arch.split('/')[1])
         if width % k: raise ValueError(f"width {width} is not divisible by {k}")
@@ -208,34 +234,61 @@ def lowshot_indices(labels: torch.Tensor,  # (N,) classes of the full training s
     return torch.cat([order[labels[order] == c][:k] for c in range(num_classes)]).sort().values
 
 # %% ../nbs/06_capgap.ipynb #c041
-_TEACHER_SEED = 0  # every teacher is initialised and trained with this one seed
+_TEACHER_SEED = 0  # the teachers of Tables 1-3 and 5 are initialised and trained with this seed
 
 def _train_config(cfg: CapGapConfig, n: int, epochs: int, seed: int = _TEACHER_SEED, progress: bool | None = None) -> TrainConfig:
-    "`epochs` passes over n items in batches of cfg.batch_size (at most n), AdamW with a 5 % warmup."
+    "`epochs` passes over n items in batches of cfg.batch_size (at most n), AdamW with a 5 % warmup (the ResNet / ViT recipe)."
     bs = min(cfg.batch_size, n); progress = cfg.progress if progress is None else progress
     return TrainConfig(steps=epochs * batches_per_epoch(n, bs), batch_size=bs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                        warmup_frac=0.05, seed=seed, progress=progress and not in_test())
 
+def _step_config(cfg: CapGapConfig, n: int, steps: int, seed: int, progress: bool = False) -> TrainConfig:
+    "`steps` AdamW one-cycle steps (30 % warmup, cosine) of cfg.batch_size (at most n): the recipe of `vlkd.evaluate.ClassifierConfig`."
+    return TrainConfig(steps=steps, batch_size=min(cfg.batch_size, n), lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_frac=0.3,
+                       seed=seed, progress=progress and cfg.progress and not in_test())
+
+def _flips(seed: int, step: int, n: int) -> torch.Tensor:
+    "Which of the n images of batch `step` `labelled_batches(..., flip=True)` mirrors (its `hflip` draw, repeated)."
+    return torch.rand(n, generator=torch.Generator().manual_seed(mix_seed(seed, step, 1) % 2**63)) < 0.5
+
 def distill_batches(images: torch.Tensor,  # (N, 3, H, W) uint8 training images
                     labels: torch.Tensor,  # (N,) classes
-                    teacher_logits: torch.Tensor | None,  # (N, C) stored teacher outputs; None: CE only
+                    teacher_logits: torch.Tensor | None,  # (N, C) stored teacher outputs, or (2, N, C): of the images and of their mirror images; None: CE only
                     batch_size: int,
-                    seed: int,  # the student's seed: one data order per seed
+                    seed: int,  # the student's seed: one data order and one flip stream per seed
+                    flip: bool = False,  # mirror images at random (needs the (2, N, C) logits)
                    ):
-    "`batch(step)` -> dict(images (normalised), labels, index[, teacher_logits]): `labelled_batches` plus the teacher's logits."
-    stream = labelled_batches(images, labels, batch_size, seed)
+    "`batch(step)` -> dict(images (normalised), labels, index[, teacher_logits]): `labelled_batches` plus the teacher's logits of exactly those (mirrored) images."
+    stream = labelled_batches(images, labels, batch_size, seed, flip)
     if teacher_logits is None: return stream
-    if len(teacher_logits) != len(images): raise ValueError(f"teacher_logits has {len(teacher_logits)} rows for {len(images)} images")
-    return lambda step: (b := stream(step)) | dict(teacher_logits=teacher_logits[b['index']])
+    tl = teacher_logits if teacher_logits.dim() == 3 else teacher_logits[None]
+    if tl.shape[1] != len(images): raise ValueError(f"teacher_logits has {tl.shape[1]} rows for {len(images)} images")
+    if flip and len(tl) != 2: raise ValueError("with flip=True, teacher_logits must be (2, N, C): the images' and their mirror images' logits")
+    def batch(step: int) -> dict:
+        b = stream(step); i = b['index']
+        if not flip: return b | dict(teacher_logits=tl[0][i])
+        return b | dict(teacher_logits=torch.where(_flips(seed, step, len(i))[:, None], tl[1][i], tl[0][i]))
+    return batch
+
+def teacher_logits(teacher: nn.Module,  # a frozen teacher
+                   images: torch.Tensor,  # (N, 3, H, W) uint8
+                  ) -> torch.Tensor:
+    "(2, N, C): the teacher's outputs on the images and on their mirror images, computed once for every student."
+    return torch.stack([predict(teacher, images), predict(teacher, images.flip(-1))])
 
 # %% ../nbs/06_capgap.ipynb #c043
-def _key(cfg, name, subset):
+def _key(cfg, name, subset, seed: int = _TEACHER_SEED):
     "Everything in the config that determines a teacher's weights (the code is the cache site's); the head's inputs come from the CLIP site's model."
-    k = dict(name=name, world=asdict(cfg.world), n_train=cfg.n_train, opt=(cfg.batch_size, cfg.lr, cfg.weight_decay),
-             subset=None if subset is None else subset.tolist())
-    if name == 'clip-ft': return k | dict(clip=asdict(cfg.clip), clip_site=[CLIP_SITE.name, CLIP_SITE.version],
-                                          head=(cfg.head_hidden, cfg.head_dropout, cfg.head_epochs, cfg.refine))
-    return k | dict(width=cfg.width, epochs=cfg.teacher_epochs) | (dict(clip_tower=asdict(cfg.clip)) if name == 'vit-ce' else {})
+    n = cfg.n_train if subset is None else len(subset)
+    k = dict(name=name, world=asdict(cfg.world), n_train=cfg.n_train, subset=None if subset is None else subset.tolist(), seed=seed)
+    if name == 'clip-ft': return k | dict(clip=asdict(cfg.clip), clip_site=[CLIP_SITE.name, CLIP_SITE.version], refine=cfg.refine,
+                                          head=(cfg.head_hidden, cfg.head_dropout), train=asdict(_step_config(cfg, n, cfg.head_steps, seed)))
+    if name == 'clip-raw': return k | dict(clip=asdict(cfg.clip), clip_site=[CLIP_SITE.name, CLIP_SITE.version])
+    if name.startswith('cnn'): return k | dict(train=asdict(_step_config(cfg, n, _ce_steps(cfg, subset), seed)), flip=True)
+    k |= dict(opt=(cfg.batch_size, cfg.lr, cfg.weight_decay), width=cfg.width, epochs=cfg.teacher_epochs)
+    return k | (dict(clip_tower=asdict(cfg.clip)) if name == 'vit-ce' else {})
+
+def _ce_steps(cfg, subset) -> int: return cfg.teacher_steps if subset is None else cfg.lowshot_teacher_steps
 
 def _vit_ce(cfg: CapGapConfig, num_classes: int) -> nn.Module:
     c = cfg.clip
@@ -249,49 +302,73 @@ def _clip_teacher(cfg: CapGapConfig, data: WorldTensors, refined: bool, folder=N
     return ClipTeacher(clip, zero_shot_classifier(clip, names, data.prompt_templates, bert_tokenizer(), ref))
 
 # %% ../nbs/06_capgap.ipynb #c044
-def make_teacher(name: str,  # a key of RESNETS, 'vit-ce', 'clip-raw' or 'clip-ft'
+def make_teacher(name: str,  # 'cnn<w>' (see `student`), a key of RESNETS, 'vit-ce', 'clip-raw' or 'clip-ft'
                  cfg: CapGapConfig,
                  subset: torch.Tensor | None = None,  # training indices (low-shot); None: the whole training split
                  folder=None,  # cache folder (teachers and the CLIP); default vlkd.train.cache_dir()
+                 seed: int = _TEACHER_SEED,  # the teacher's initialisation, data order and flips (the MLP head's for 'clip-ft')
                 ) -> nn.Module:
     "A trained (cached) teacher in eval mode; CE teachers and the MLP head are trained by `vlkd.evaluate.train_classifier`."
     data = world_data(cfg, 'train'); C = len(data.class_names)
     idx = torch.arange(len(data)) if subset is None else subset
-    x, y = data.images[idx], data.labels[idx]
-    ccfg = lambda epochs: ClassifierConfig(train=_train_config(cfg, len(x), epochs), flip=False)
-    if name == 'clip-raw': return _clip_teacher(cfg, data, refined=False, folder=folder).eval()
+    x, y = data.images[idx], data.labels[idx]; key = _key(cfg, name, subset, seed)
+    if name == 'clip-raw': return _clip_teacher(cfg, data, refined=True, folder=folder).eval()  # zero-shot, refined names (§3.2.1)
     if name == 'clip-ft':
         teacher = _clip_teacher(cfg, data, refined=True, folder=folder)
-        fit_head = lambda h: train_classifier(h, predict(teacher, x), y, ccfg(cfg.head_epochs), transform=None)  # on Eq. 4's y
-        make = lambda: (set_seed(_TEACHER_SEED), mlp_head(C, cfg.head_hidden, cfg.head_dropout))[1]
-        teacher.head = cached(_key(cfg, name, subset), make, fit_head, name='capgap-head', folder=folder, site=CAPGAP_SITE)
+        hc = ClassifierConfig(train=_step_config(cfg, len(x), cfg.head_steps, seed), flip=False)
+        fit_head = lambda h: train_classifier(h, predict(teacher, x), y, hc, transform=None)  # on Eq. 4's y, precomputed
+        make = lambda: (set_seed(seed), mlp_head(C, cfg.head_hidden, cfg.head_dropout))[1]
+        teacher.head = cached(key, make, fit_head, name='capgap-head', folder=folder, site=CAPGAP_SITE)
         return teacher.eval()
-    make = {**{r: (lambda r=r: resnet(r, C, cfg.width)) for r in RESNETS}, 'vit-ce': lambda: _vit_ce(cfg, C)}.get(name)
-    if make is None: raise ValueError(f"unknown teacher {name!r}")
-    seeded = lambda: (set_seed(_TEACHER_SEED), make())[1]
-    return cached(_key(cfg, name, subset), seeded, lambda m: train_classifier(m, x, y, ccfg(cfg.teacher_epochs)), name=f'capgap-{name}',
-                  folder=folder, site=CAPGAP_SITE)
+    if name.startswith('cnn'):
+        cc = ClassifierConfig(train=_step_config(cfg, len(x), _ce_steps(cfg, subset), seed, progress=True), flip=True)
+        train = lambda m: train_classifier(m, x, y, cc)
+        make = lambda: student(name, C)
+    else:
+        make = {**{r: (lambda r=r: resnet(r, C, cfg.width)) for r in RESNETS}, 'vit-ce': lambda: _vit_ce(cfg, C)}.get(name)
+        if make is None: raise ValueError(f"unknown teacher {name!r}")
+        train = lambda m: train_classifier(m, x, y, ClassifierConfig(train=_train_config(cfg, len(x), cfg.teacher_epochs, seed), flip=False))
+    return cached(key, lambda: (set_seed(seed), make())[1], train, name=f'capgap-{name}', folder=folder, site=CAPGAP_SITE)
 
-CAPGAP_SITE = cache_site('capgap', 1, 'f314380446db', make_teacher, _train_config, resnet, _vit_ce, _clip_teacher, ClipTeacher.__init__,
-                         ClipTeacher.similarity, ClipTeacher.forward, mlp_head, train_classifier, labelled_batches, ClassifierConfig)
+CAPGAP_SITE = cache_site('capgap', 2, '55c4d89f1853', make_teacher, _key, _ce_steps, _train_config, _step_config, student, _cnn_widths,
+                         resnet, _vit_ce, _clip_teacher, ClipTeacher.__init__, ClipTeacher.similarity, ClipTeacher.forward, mlp_head,
+                         train_classifier, labelled_batches, ClassifierConfig)
 
 # %% ../nbs/06_capgap.ipynb #c046
 def train_student(arch: str,  # see `student`
                   cfg: CapGapConfig,
-                  seed: int,  # initialisation and data order
-                  teacher_logits: torch.Tensor | None = None,  # (N_train, C) teacher outputs on the whole training split; None: CE
+                  seed: int,  # initialisation, data order and flips
+                  teacher_logits: torch.Tensor | None = None,  # (2, N_train, C) from `teacher_logits` (or (N_train, C) without flips); None: CE
                   subset: torch.Tensor | None = None,  # training indices (low-shot); None: the whole training split
+                  cache: bool = False,  # keep the trained student in the cache (`vlkd.train.cached`), keyed by its config, seed and teacher
+                  folder=None,  # the cache folder; default vlkd.train.cache_dir()
+                  teacher_key: dict | None = None,  # the teacher's cache key (`_key`); None: the scratch student
                  ) -> nn.Module:
-    "A student `arch` trained with CE (no teacher) or Hinton KD on the (subset of the) training split, in eval mode."
+    "A student `arch` trained with CE (no teacher) or Hinton KD on the (subset of the) training split for cfg.student_steps, in eval mode."
     tr = world_data(cfg, 'train'); idx = torch.arange(len(tr)) if subset is None else subset
-    set_seed(seed); model = student(arch, len(tr.class_names), cfg.width)
-    tc = _train_config(cfg, len(idx), cfg.student_epochs, seed, progress=False)
-    stream = distill_batches(tr.images[idx], tr.labels[idx], None if teacher_logits is None else teacher_logits[idx], tc.batch_size, seed)
-    fit(model, lambda m, b: distill_step(m, b, alpha=cfg.alpha, beta=cfg.beta, tau=cfg.tau), stream, tc)
-    return model.eval()
+    tc = _step_config(cfg, len(idx), cfg.student_steps, seed)
+    tl = None if teacher_logits is None else (teacher_logits[..., idx, :] if teacher_logits.dim() == 3 else teacher_logits[idx])
+    flip = tl is None or tl.dim() == 3
+    stream = distill_batches(tr.images[idx], tr.labels[idx], tl, tc.batch_size, seed, flip)
+    train = lambda m: fit(m, lambda m, b: distill_step(m, b, alpha=cfg.alpha, beta=cfg.beta, tau=cfg.tau), stream, tc)
+    make = lambda: (set_seed(seed), student(arch, len(tr.class_names), cfg.width))[1]
+    if not cache: model = make(); train(model); return model.eval()
+    if (teacher_key is None) != (teacher_logits is None): raise ValueError("a cached student needs teacher_key exactly when it has teacher_logits")
+    key = dict(arch=arch, seed=seed, teacher=teacher_key, teacher_site=[CAPGAP_SITE.name, CAPGAP_SITE.version], world=asdict(cfg.world), n_train=cfg.n_train, width=cfg.width,
+               subset=None if subset is None else subset.tolist(), train=asdict(tc), hkd=(cfg.alpha, cfg.beta, cfg.tau))
+    return cached(key, make, train, name='capgap-student', folder=folder, site=CAPGAP_STUDENT_SITE)
+
+CAPGAP_STUDENT_SITE = cache_site('capgap-student', 1, 'c27f721fe01b', train_student, distill_batches, _flips, distill_step, student,
+                                 _cnn_widths, _step_config, labelled_batches, hkd_loss)
 
 TEACHER_NAMES = {'none': 'Scratch / None', 'resnet18': 'ResNet 18', 'resnet34': 'ResNet 34', 'resnet50': 'ResNet 50',
                  'resnet101': 'ResNet 101', 'vit-ce': 'ViT (CLIP tower), CE', 'clip-raw': 'Raw CLIP', 'clip-ft': 'Finetuned CLIP'}
+
+def teacher_name(arm: str) -> str:
+    "The table name of teacher `arm`: TEACHER_NAMES, else 'CNN 8-16-32, CE' for 'cnn8'."
+    if arm in TEACHER_NAMES: return TEACHER_NAMES[arm]
+    if arm.startswith('cnn'): return f"CNN {'-'.join(map(str, _cnn_widths(arm)))}, CE"
+    return arm
 
 # %% ../nbs/06_capgap.ipynb #c047
 @dataclass
@@ -301,9 +378,20 @@ class CapGapRun:
     teachers: dict = field(default_factory=dict)  # (arm, k) -> trained teacher in eval mode; k None: the whole training split
     test_logits: dict = field(default_factory=dict)  # (arm, k) -> (N_test, C) teacher logits on the test split
     test_labels: torch.Tensor | None = None  # (N_test,) classes of the test split
+    clip_probe: dict = field(default_factory=dict)  # k -> test top-1 (%) of a linear probe on the CLIP image tower (same training images)
     def __add__(self, other: CapGapRun) -> CapGapRun:
         return CapGapRun(self.rows + other.rows, self.teachers | other.teachers, self.test_logits | other.test_logits,
-                         self.test_labels if self.test_labels is not None else other.test_labels)
+                         self.test_labels if self.test_labels is not None else other.test_labels, self.clip_probe | other.clip_probe)
+
+def clip_probe(cfg: CapGapConfig, subset: torch.Tensor | None = None, folder=None) -> float:
+    "Test top-1 (%) of `vlkd.evaluate.linear_probe` on the frozen CLIP image tower, trained on the (subset of the) labelled images."
+    tr, te = world_data(cfg, 'train'), world_data(cfg, 'test'); idx = torch.arange(len(tr)) if subset is None else subset
+    clip = pretrain_clip(cfg.clip, folder=folder)
+    return linear_probe(clip.visual, (tr.images[idx], tr.labels[idx]), (te.images, te.labels), len(tr.class_names), transform=normalize)
+
+def probe_curve(cfg: CapGapConfig, folder=None) -> list[dict]:
+    "CLIP's linear-probe top-1 (%) for each labelled-set size of cfg.probe_sizes (the first n images of the training split)."
+    return [dict(n_train=n, clip_probe=round(clip_probe(replace(cfg, n_train=n), None, folder), 2)) for n in cfg.probe_sizes]
 
 def capacity_runs(arch: str,  # student architecture (see `student`)
                   teachers: list,  # teacher names (see `make_teacher`), 'none' for the scratch baseline
@@ -311,19 +399,21 @@ def capacity_runs(arch: str,  # student architecture (see `student`)
                   subset: torch.Tensor | None = None,  # low-shot training indices (teachers retrained on them)
                   k: int | None = None,  # the low-shot k recorded in the rows
                   folder=None) -> CapGapRun:
-    "Students `arch` of every teacher, one per seed of cfg.seeds (shared by all teachers): rows, teachers, teacher test logits."
+    "Students `arch` of every teacher, one per seed of cfg.seeds (shared by all teachers, cached): rows, teachers, teacher test logits."
     tr, te = world_data(cfg, 'train'), world_data(cfg, 'test'); run = CapGapRun(test_labels=te.labels)
     n_s = param_count(student(arch, len(tr.class_names), cfg.width))
     bar = tqdm(total=len(teachers) * len(cfg.seeds), desc=f"students {arch}{'' if k is None else f' k={k}'}", disable=not cfg.progress or in_test())
     for name in teachers:
         t = None if name == 'none' else make_teacher(name, cfg, subset, folder)
-        info, logits = dict(teacher_acc=None, teacher_params=n_s), None
+        info, logits, key = dict(teacher_acc=None, teacher_params=n_s), None, None
         if t is not None:
-            run.teachers[name, k], run.test_logits[name, k], logits = t, predict(t, te.images), predict(t, tr.images)
+            run.teachers[name, k], run.test_logits[name, k] = t, predict(t, te.images)
+            logits, key = teacher_logits(t, tr.images), _key(cfg, name, subset)
             info = dict(teacher_acc=accuracy(run.test_logits[name, k], te.labels), teacher_params=param_count(t))
         for s in cfg.seeds:
-            acc = accuracy(predict(train_student(arch, cfg, s, logits, subset), te.images), te.labels)
-            run.rows.append(dict(arm=name, teacher=TEACHER_NAMES.get(name, name), student=arch, seed=s, k=k, student_acc=acc, **info, student_params=n_s))
+            m = train_student(arch, cfg, s, logits, subset, cache=True, folder=folder, teacher_key=key)
+            run.rows.append(dict(arm=name, teacher=teacher_name(name), student=arch, seed=s, k=k, student_acc=accuracy(predict(m, te.images), te.labels),
+                                 **info, student_params=n_s))
             bar.update()
     bar.close()
     return run
@@ -344,15 +434,19 @@ def capacity_table(run: CapGapRun) -> list[dict]:
     return out
 
 # %% ../nbs/06_capgap.ipynb #c051
-def lowshot_runs(cfg: CapGapConfig, teachers=('none', 'resnet34', 'resnet101', 'clip-ft'), folder=None) -> CapGapRun:
-    "002 Table 3: resnet18 students of every teacher for each k of cfg.lowshot_k, teachers and students on k images per class."
+def lowshot_runs(cfg: CapGapConfig, teachers=None,  # default: scratch, cfg.lowshot_teachers and the finetuned CLIP
+                 folder=None) -> CapGapRun:
+    "002 Table 3: cfg.arch students of every teacher for each k of cfg.lowshot_k, teachers and students on k images per class."
     tr, run = world_data(cfg, 'train'), CapGapRun()
+    teachers = ('none', *cfg.lowshot_teachers, 'clip-ft') if teachers is None else teachers
     for k in cfg.lowshot_k:
-        run = run + capacity_runs('resnet18', list(teachers), cfg, lowshot_indices(tr.labels, k, len(tr.class_names)), k, folder)
+        sub = lowshot_indices(tr.labels, k, len(tr.class_names))
+        run = run + capacity_runs(cfg.arch, list(teachers), cfg, sub, k, folder)
+        if any(t.startswith('clip') for t in teachers): run.clip_probe[k] = clip_probe(cfg, sub, folder)
     return run
 
 def plot_lowshot(rows: list[dict],  # `capacity_table` rows of a low-shot run (with `k`)
-                 title: str = 'low-shot distillation (ResNet 18 student)') -> plt.Figure:
+                 title: str = 'low-shot distillation') -> plt.Figure:
     "002 Fig. 2: student accuracy (mean ± std over seeds) against k images per class, one line per teacher."
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for t in dict.fromkeys(r['teacher'] for r in rows):
@@ -365,15 +459,62 @@ def plot_lowshot(rows: list[dict],  # `capacity_table` rows of a low-shot run (w
 
 # %% ../nbs/06_capgap.ipynb #c054
 def overconfidence_table(run: CapGapRun, gamma: float = 0.5) -> list[dict]:
-    "Rows of 002 Table 4: p(γ) of each teacher's test outputs, its top-1, and the mean ± std of its students in `run`."
+    "Rows of 002 Table 4 for one teacher seed: p(γ) of each teacher's test outputs, its top-1, and the mean ± std of its students in `run`."
     student_acc = {r['teacher']: r['student acc (%)'] for r in capacity_table(run)}
-    return [{'teacher': TEACHER_NAMES[a], f'p(γ={gamma})': round(overconfidence(z, run.test_labels, gamma), 3),
-             'teacher acc (%)': round(accuracy(z, run.test_labels), 2), 'student acc (%)': student_acc.get(TEACHER_NAMES[a], '-')}
+    return [{'teacher': teacher_name(a), f'p(γ={gamma})': round(overconfidence(z, run.test_labels, gamma), 3),
+             'teacher acc (%)': round(accuracy(z, run.test_labels), 2), 'student acc (%)': student_acc.get(teacher_name(a), '-')}
             for (a, k), z in run.test_logits.items() if k is None]
 
 def teacher_curves(run: CapGapRun) -> dict:
     "Teacher name -> (N_test, C) test logits of the full-data teachers of `run`, for `plot_overconfidence`."
-    return {TEACHER_NAMES[a]: z for (a, k), z in run.test_logits.items() if k is None}
+    return {teacher_name(a): z for (a, k), z in run.test_logits.items() if k is None}
+
+def _p_range(curve: list, gammas, lo_hi) -> float:
+    "Mean of a p(γ) curve over the grid points γ in [lo, hi] (NaN points, γ without errors, left out)."
+    v = [p for g, p in zip(gammas, curve) if lo_hi[0] <= g <= lo_hi[1] and math.isfinite(p)]
+    return float(np.mean(v)) if v else float('nan')
+
+def overconfidence_runs(cfg: CapGapConfig, arms,  # teacher arms, each trained (or loaded) with seed 0
+                        folder=None,
+                        seeded=None,  # the arms also trained with every seed of cfg.teacher_seeds; None: all but the raw CLIP (nothing to seed)
+                       ) -> list[dict]:
+    "Per teacher × teacher seed: test top-1, the p(γ) curve over cfg.gammas, p(cfg.gamma) and the mean p over cfg.gamma_range."
+    te, rows = world_data(cfg, 'test'), []
+    seeded = [a for a in arms if a != 'clip-raw'] if seeded is None else seeded
+    for a in arms:
+        for s in (cfg.teacher_seeds if a in seeded else (_TEACHER_SEED,)):
+            z = predict(make_teacher(a, cfg, None, folder, seed=s), te.images)
+            curve = [overconfidence(z, te.labels, g) for g in cfg.gammas]
+            rows.append(dict(arm=a, teacher=teacher_name(a), seed=s, teacher_acc=accuracy(z, te.labels), p_curve=curve,
+                             p_gamma=overconfidence(z, te.labels, cfg.gamma), p_range=_p_range(curve, cfg.gammas, cfg.gamma_range)))
+    return rows
+
+def _ci(v) -> tuple:
+    "Mean and the half-width of its two-sided 95 % t-interval (NaN for one value)."
+    v = np.asarray(v, float); n = len(v)
+    return float(v.mean()), (float(scipy_t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n)) if n > 1 else float('nan'))
+
+def overconfidence_summary(rows: list[dict],  # from `overconfidence_runs`
+                           gamma: float = 0.5) -> list[dict]:
+    "002 Table 4 with intervals: per teacher, mean top-1 and mean p(γ) over its seeds with the 95 % t-interval ('-' for one seed)."
+    out = []
+    for t in dict.fromkeys(r['teacher'] for r in rows):
+        rs = [r for r in rows if r['teacher'] == t]; (acc, _), (p, h) = _ci([r['teacher_acc'] for r in rs]), _ci([r['p_gamma'] for r in rs])
+        out.append({'teacher': t, 'seeds': len(rs), 'teacher acc (%)': round(acc, 2), f'p(γ={gamma})': round(p, 3),
+                    '95 % CI': '-' if not math.isfinite(h) else f'[{p - h:.3f}, {p + h:.3f}]'})
+    return out
+
+def plot_overconfidence_bands(rows: list[dict], gammas) -> plt.Figure:
+    "p(γ) per teacher: the mean over teacher seeds with a band from the lowest to the highest seed (a line for one seed)."
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for t in dict.fromkeys(r['teacher'] for r in rows):
+        c = np.array([r['p_curve'] for r in rows if r['teacher'] == t], float)
+        line, = ax.plot(gammas, np.nanmean(c, 0), 'o-', ms=3, label=f'{t} (n = {len(c)})')
+        if len(c) > 1: ax.fill_between(gammas, np.nanmin(c, 0), np.nanmax(c, 0), color=line.get_color(), alpha=0.2)
+    ax.axvline(0.5, color='grey', lw=0.8, ls='--')
+    ax.set(xlabel='γ', ylabel='p(γ) = N_err&oc / N_err', ylim=(0, 1.02), title='over-confidence on misclassified test images')
+    ax.legend(fontsize=7); fig.tight_layout()
+    return fig
 
 # %% ../nbs/06_capgap.ipynb #v001
 def closest_ce_teacher(run: CapGapRun, arm: str = 'clip-ft', k: int | None = None) -> str:
@@ -383,55 +524,91 @@ def closest_ce_teacher(run: CapGapRun, arm: str = 'clip-ft', k: int | None = Non
     if arm not in acc or not ce: raise ValueError(f"run has no teacher {arm!r} or no CE teacher (k={k}): {sorted(acc)}")
     return min(ce, key=lambda a: abs(acc[a] - acc[arm]))
 
-def teacher_gate(run: CapGapRun, arm: str, cfg: CapGapConfig, k: int | None = None) -> dict:
-    "The competence gate of teacher `arm`: its test top-1 against cfg.clip_gate (CLIP-style) or cfg.teacher_gate (CE)."
+def _teacher_acc(run, arm, k=None):
     acc = next((r['teacher_acc'] for r in run.rows if r['arm'] == arm and r['k'] == k), None)
     if acc is None: raise ValueError(f"run has no trained teacher {arm!r} (k={k})")
+    return acc
+
+def teacher_gate(run: CapGapRun, arm: str, cfg: CapGapConfig, k: int | None = None) -> dict:
+    "The competence gate of teacher `arm`: its test top-1 against cfg.clip_gate (CLIP-style) or cfg.teacher_gate (CE)."
     where = '' if k is None else f' (k={k})'
-    return gate(f'{TEACHER_NAMES[arm]}{where} top-1 %', acc, cfg.clip_gate if arm.startswith('clip') else cfg.teacher_gate)
+    return gate(f'{teacher_name(arm)}{where} top-1 %', _teacher_acc(run, arm, k), cfg.clip_gate if arm.startswith('clip') else cfg.teacher_gate)
+
+def knowledge_gate(run: CapGapRun, cfg: CapGapConfig, k: int | None = None) -> dict:
+    "CLIP must know more than the CE teachers: its linear probe's top-1 minus the best CE teacher's (points), against cfg.knowledge_gate."
+    ce = [r['teacher_acc'] for r in run.rows if r['k'] == k and r['teacher_acc'] is not None and not r['arm'].startswith('clip')]
+    gap = run.clip_probe.get(k, float('nan')) - max(ce, default=float('nan'))
+    return gate(f"CLIP probe − best CE teacher{'' if k is None else f' (k={k})'} top-1 (points)", gap, cfg.knowledge_gate)
 
 def student_verdict(run: CapGapRun, a: str, b: str,  # teacher arms ('none': scratch); the difference is student(a) − student(b)
                     claim: str, source: str, cfg: CapGapConfig,
                     k: int | None = None,  # the low-shot k of the compared rows
                     claimed: str = '>') -> dict:
-    "A verdict row on student top-1, paired by student seed, gated on both teachers."
-    c = paired(run.rows, TEACHER_NAMES[a], TEACHER_NAMES[b], 'student_acc', arm='teacher', where=dict(k=k))
-    return verdict_row(claim, source, c, [teacher_gate(run, t, cfg, k) for t in (a, b) if t != 'none'], claimed)
+    "A verdict row on student top-1, paired by student seed, gated on both teachers (and on CLIP's knowledge when a CLIP faces a CE teacher)."
+    c = paired(run.rows, teacher_name(a), teacher_name(b), 'student_acc', arm='teacher', where=dict(k=k))
+    gates = [teacher_gate(run, t, cfg, k) for t in (a, b) if t != 'none']
+    if sum(t.startswith('clip') for t in (a, b)) == 1 and 'none' not in (a, b): gates.append(knowledge_gate(run, cfg, k))
+    return verdict_row(claim, source, c, gates, claimed)
 
-def overconfidence_verdict(run: CapGapRun, cfg: CapGapConfig) -> dict:
-    "Claim 4: p(γ) of the finetuned CLIP teacher below that of the closest CE teacher; one teacher seed, so n = 1."
+def gap_slope_verdict(run: CapGapRun, cfg: CapGapConfig, claim: str, source: str, k: int | None = None) -> dict:
+    "The capacity gap as a paired slope: per student seed, the least-squares slope of student top-1 on log2(teacher parameters) over the CE teachers; claimed < 0."
+    ce = [a for a in cfg.teachers if any(r['arm'] == a and r['k'] == k for r in run.rows)]
+    if len(ce) < 2: raise ValueError(f"a slope needs two CE teachers in the run, got {ce}")
+    x = {r['arm']: math.log2(r['teacher_params']) for r in run.rows if r['arm'] in ce and r['k'] == k}
+    rows = []
+    for s in sorted({r['seed'] for r in run.rows if r['k'] == k}):
+        y = {r['arm']: r['student_acc'] for r in run.rows if r['seed'] == s and r['k'] == k and r['arm'] in ce}
+        rows += [dict(arm='slope', seed=s, v=float(np.polyfit([x[a] for a in ce], [y[a] for a in ce], 1)[0])), dict(arm='zero', seed=s, v=0.)]
+    c = paired(rows, 'slope', 'zero', 'v') | dict(metric='student top-1 per doubling of CE teacher parameters (points)',
+                                                    arms=[' < '.join(teacher_name(a) for a in ce), 'slope 0'])
+    return verdict_row(claim, source, c, [teacher_gate(run, t, cfg, k) for t in ce], claimed='<')
+
+def overconfidence_verdict(run: CapGapRun, cfg: CapGapConfig,
+                           rows: list[dict] | None = None,  # from `overconfidence_runs`; None: the teachers of `run` (one seed)
+                          ) -> dict:
+    "p(γ), averaged over cfg.gamma_range, of the finetuned CLIP below that of the CE teacher matched to it in top-1, paired by teacher seed."
     ce = closest_ce_teacher(run)
-    rows = [dict(arm=TEACHER_NAMES[a], seed=_TEACHER_SEED, p=overconfidence(run.test_logits[a, None], run.test_labels, cfg.gamma)) for a in ('clip-ft', ce)]
-    c = paired(rows, TEACHER_NAMES['clip-ft'], TEACHER_NAMES[ce], 'p') | dict(metric=f'teacher p(γ={cfg.gamma})')
-    claim = (f'The finetuned CLIP teacher is less over-confident on its errors than {TEACHER_NAMES[ce]}, the CE teacher closest to it in top-1 '
-             '(one teacher seed: n = 1, inconclusive by rule when the gates pass)')
-    return verdict_row(claim, '002 §3.3.2 and §4.5, Table 4', c, [teacher_gate(run, t, cfg) for t in ('clip-ft', ce)], claimed='<')
+    if rows is None: rows = [dict(arm=a, seed=_TEACHER_SEED, p_range=_p_range([overconfidence(run.test_logits[a, None], run.test_labels, g) for g in cfg.gammas],
+                                                                            cfg.gammas, cfg.gamma_range)) for a in ('clip-ft', ce)]
+    c = paired(rows, 'clip-ft', ce, 'p_range') | dict(metric=f'teacher mean p(γ), γ in [{cfg.gamma_range[0]}, {cfg.gamma_range[1]}]',
+                                                      arms=[teacher_name('clip-ft'), teacher_name(ce)])
+    claim = (f'The finetuned CLIP teacher is less over-confident on its errors than {teacher_name(ce)}, the CE teacher closest to it in top-1 '
+             f'(paired by teacher seed, n = {c["n"]}{"; inconclusive by rule" if c["n"] < 2 else ""})')
+    match = gate(f'|top-1 gap| finetuned CLIP − {teacher_name(ce)} (points)', abs(_teacher_acc(run, 'clip-ft') - _teacher_acc(run, ce)),
+                 cfg.match_tolerance, higher_is_better=False)
+    gates = [teacher_gate(run, t, cfg) for t in ('clip-ft', ce)] + [knowledge_gate(run, cfg), match]
+    return verdict_row(claim, '002 §3.3.2 and §4.5, Table 4', c, gates, claimed='<')
 
 # %% ../nbs/06_capgap.ipynb #v002
 def _capacity_claims(run: CapGapRun, source: str, cfg: CapGapConfig, k: int | None = None, gap: bool = True) -> list[dict]:
-    "Claim 1 (CLIP student vs the closest CE teacher's) and, with `gap`, claim 2 (larger CE teacher worse; CLIP not) for one run."
-    arms, st = {r['arm'] for r in run.rows}, run.rows[0]['student']; ce = [a for a in cfg.teachers if a in arms]; out = []
-    if 'clip-ft' in arms and k is None:
-        c = closest_ce_teacher(run)
-        out.append(student_verdict(run, 'clip-ft', c, f'The {st} student of the finetuned CLIP teacher beats that of {TEACHER_NAMES[c]}, the CE teacher closest to it in top-1', source, cfg))
+    "Claim 1 (CLIP student vs the closest CE teacher's) and, with `gap`, claim 2 (CE students fall with the gap; CLIP's does not) for one run."
+    arms, st = {r['arm'] for r in run.rows if r['k'] == k}, run.rows[0]['student']; ce = [a for a in cfg.teachers if a in arms]; out = []
+    closest = closest_ce_teacher(run, k=k) if 'clip-ft' in arms and ce else None
+    if closest is not None:
+        also = ', also the smallest' if gap and closest == ce[0] else ''
+        out.append(student_verdict(run, 'clip-ft', closest, f'The {st} student of the finetuned CLIP teacher beats that of {teacher_name(closest)}, '
+                                   f'the CE teacher closest to it in top-1{also}', source, cfg, k))
     if gap and len(ce) > 1:
-        at = '' if k is None else f'With k = {k} images per class, a'
-        out.append(student_verdict(run, ce[-1], ce[0], f'{at or "A"} larger CE teacher ({TEACHER_NAMES[ce[-1]]}) teaches a worse {st} student than a smaller one ({TEACHER_NAMES[ce[0]]})', source, cfg, k, '<'))
-    if gap and ce and 'clip-ft' in arms and k is None:
-        out.append(student_verdict(run, 'clip-ft', ce[0], f'The finetuned CLIP teacher, larger than {TEACHER_NAMES[ce[0]]}, teaches a better {st} student than it', source, cfg))
+        at = '' if k is None else f' (k = {k} images per class)'
+        out.append(gap_slope_verdict(run, cfg, f'The {st} student of a larger CE teacher is worse: its top-1 falls as the CE teacher grows{at}', source, k))
+    if gap and ce and closest is not None and closest != ce[0]:  # the same comparison as claim 1 otherwise: no duplicate row
+        out.append(student_verdict(run, 'clip-ft', ce[0], f'The finetuned CLIP teacher, larger than {teacher_name(ce[0])}, teaches a better {st} student than it', source, cfg, k))
     return out
 
 def capgap_verdicts(cfg: CapGapConfig, table1: CapGapRun | None = None, table2: CapGapRun | None = None,
-                    lowshot: CapGapRun | None = None, table5: CapGapRun | None = None) -> list[dict]:
+                    lowshot: CapGapRun | None = None, table5: CapGapRun | None = None,
+                    overconfidence_rows: list[dict] | None = None,  # from `overconfidence_runs`; None: one seed, from table1
+                   ) -> list[dict]:
     "The verdict rows of 002's claims computed from the runs given (the others' rows are left out)."
     out, arms = [], lambda run: {r['arm'] for r in run.rows}
     if table1 is not None:
         out += _capacity_claims(table1, '002 §4.2, Table 1', cfg)
-        if {'clip-ft', 'clip-raw'} <= arms(table1): out.append(student_verdict(table1, 'clip-ft', 'clip-raw', 'Finetuning the CLIP teacher (refined class names, MLP head) gives a better student than the raw zero-shot CLIP', '002 §1, Table 1', cfg))
-        if 'clip-ft' in arms(table1): out.append(overconfidence_verdict(table1, cfg))
+        if {'clip-ft', 'clip-raw'} <= arms(table1): out.append(student_verdict(table1, 'clip-ft', 'clip-raw', 'Finetuning the CLIP teacher (an MLP head on its similarities) gives a better student than the raw zero-shot CLIP (both with refined class names)', '002 §1, Table 1', cfg))
+        if 'clip-ft' in arms(table1) and set(cfg.teachers) & arms(table1): out.append(overconfidence_verdict(table1, cfg, overconfidence_rows))
     if table2 is not None:
         out += _capacity_claims(table2, '002 §4.3, Table 2', cfg)
-        if {'clip-raw', 'vit-ce'} <= arms(table2): out.append(student_verdict(table2, 'clip-raw', 'vit-ce', 'A CLIP-trained image tower teaches a better student than the same architecture trained with CE', '002 §4.5, Table 4', cfg))
+        tower = next((a for a in ('vit-ce', 'cnn32') if a in arms(table2)), None)  # the CLIP image tower's architecture trained with CE
+        if 'clip-raw' in arms(table2) and tower: out.append(student_verdict(table2, 'clip-raw', tower, f'A CLIP-trained image tower teaches a better student than the same architecture trained with CE ({teacher_name(tower)})', '002 §4.5, Table 4', cfg))
     for k in ([] if lowshot is None else sorted({r['k'] for r in lowshot.rows})):
         out.append(student_verdict(lowshot, 'clip-ft', 'none', f'With k = {k} images per class, the finetuned CLIP teacher\'s student beats the scratch student', '002 §4.4, Table 3 / Fig. 2', cfg, k))
         out += _capacity_claims(lowshot, '002 §4.4, Table 3', cfg, k)
@@ -439,23 +616,39 @@ def capgap_verdicts(cfg: CapGapConfig, table1: CapGapRun | None = None, table2: 
     return out
 
 # %% ../nbs/06_capgap.ipynb #c057
+def teacher_table(run: CapGapRun, cfg: CapGapConfig) -> list[dict]:
+    "Each full-data teacher of `run`: top-1, parameters, training compute, and the CLIP image tower's linear probe on the same images."
+    steps = lambda a: (f'{cfg.teacher_steps} × {cfg.batch_size} (flips)' if a.startswith('cnn') else
+                       f'head: {cfg.head_steps} × {cfg.batch_size}' if a == 'clip-ft' else 'none (zero-shot)')
+    rows = [{'teacher': teacher_name(a), 'top-1 (%)': round(accuracy(z, run.test_labels), 2), 'params': param_count(run.teachers[a, k]),
+             'training steps': steps(a)} for (a, k), z in run.test_logits.items() if k is None]
+    return rows + [{'teacher': 'CLIP image tower, linear probe', 'top-1 (%)': round(run.clip_probe.get(None, float('nan')), 2),
+                    'params': '-', 'training steps': 'probe: LayerNorm + linear, 30 epochs on frozen features'}]
+
 def reproduce(out_dir=None, tiny: bool = False,
-              folder=None,  # teacher cache; default vlkd.train.cache_dir(), a temporary folder for a tiny run
+              folder=None,  # teacher and student cache; default vlkd.train.cache_dir(), always a temporary folder for a tiny run
              ) -> list[Path]:
-    "Tables 1-5 of 002 (`06_capgap_table1..5`), the per-seed `06_capgap_runs`, `06_capgap_verdicts`, and the two plots."
+    "Tables 1-5 of 002 (`06_capgap_table1..5`), the teachers, the per-seed `06_capgap_runs`, `06_capgap_verdicts`, and the two plots."
     cfg = CapGapConfig.tiny() if tiny else CapGapConfig(); meta = asdict(cfg) | dict(smoke_run=tiny); smoke = 'smoke run (tiny config): ' if tiny else ''
-    print(smoke + str(cfg)); ce = list(cfg.teachers)
+    print(smoke + str(cfg)); ce = list(cfg.teachers); arms = ['none', *ce, 'clip-raw', 'clip-ft']
     with (tempfile.TemporaryDirectory() if tiny and folder is None else contextlib.nullcontext(folder)) as folder:
-        t1 = capacity_runs('resnet18', ['none', *ce, 'clip-raw', 'clip-ft'], cfg, folder=folder)
-        t2 = capacity_runs(f'resnet18/{cfg.reduced}', ['none', *ce, 'vit-ce', 'clip-raw', 'clip-ft'], cfg, folder=folder)
-        t3 = lowshot_runs(cfg, ('none', *ce, 'clip-ft'), folder)
-        t5 = capacity_runs(cfg.mobilenet, ['none', *ce, 'clip-ft'], cfg, folder=folder)
-    tables = (capacity_table(t1), capacity_table(t2), capacity_table(t3), overconfidence_table(t2, cfg.gamma), capacity_table(t5))
-    paths = [save_table(t, f'06_capgap_table{i}', out_dir, meta) for i, t in enumerate(tables, 1)]
-    paths += [save_table(t1.rows + t2.rows + t3.rows + t5.rows, '06_capgap_runs', out_dir, meta),
-              save_verdicts(capgap_verdicts(cfg, t1, t2, t3, t5), '06_capgap', out_dir)]
-    for fig, name in ((plot_lowshot(tables[2]), 'lowshot'),
-                      (plot_overconfidence(teacher_curves(t2), t2.test_labels, cfg.gammas), 'overconfidence')):
+        probe = clip_probe(cfg, None, folder); curve = probe_curve(cfg, folder)
+        t1 = capacity_runs(cfg.arch, arms, cfg, folder=folder); t1.clip_probe[None] = probe
+        t2 = capacity_runs(f'{cfg.table2_arch}/{cfg.reduced}', arms, replace(cfg, student_steps=cfg.table2_steps), folder=folder); t2.clip_probe[None] = probe
+        t3 = lowshot_runs(cfg, folder=folder)
+        t5 = capacity_runs(cfg.mobilenet, ['none', closest_ce_teacher(t1), 'clip-ft'], cfg, folder=folder) if cfg.mobilenet else None
+        if t5 is not None: t5.clip_probe[None] = probe
+        oc = overconfidence_runs(cfg, [*ce, 'clip-raw', 'clip-ft'], folder, seeded=('clip-ft', closest_ce_teacher(t1)))
+    s2 = {r['teacher']: r['student acc (%)'] for r in capacity_table(t2)}
+    t4 = [r | {'1/8-width student acc (%)': s2.get(r['teacher'], '-')} for r in overconfidence_summary(oc, cfg.gamma)]
+    tables = dict(table1=capacity_table(t1), table2=capacity_table(t2), table3=capacity_table(t3), table4=t4, teachers=teacher_table(t1, cfg), probe=curve)
+    if t5 is not None: tables['table5'] = capacity_table(t5)
+    runs = t1.rows + t2.rows + t3.rows + (t5.rows if t5 is not None else [])
+    paths = [save_table(t, f'06_capgap_{name}', out_dir, meta) for name, t in tables.items()]
+    paths += [save_table(runs, '06_capgap_runs', out_dir, meta), save_table([{k: v for k, v in r.items() if k != 'p_curve'} for r in oc], '06_capgap_pgamma', out_dir, meta),
+              save_verdicts(capgap_verdicts(cfg, t1, t2, t3, t5, oc), '06_capgap', out_dir)]
+    for fig, name in ((plot_lowshot(tables['table3'], f'low-shot distillation ({cfg.arch} student)'), 'lowshot'),
+                      (plot_overconfidence_bands(oc, cfg.gammas), 'overconfidence')):
         if smoke: fig.axes[0].set_title(smoke + fig.axes[0].get_title(), fontsize=8)
         paths.append(save_figure(fig, f'06_capgap_{name}', out_dir)); plt.close(fig)
     return paths
