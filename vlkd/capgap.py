@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from scipy.stats import t as scipy_t
 from tqdm.auto import tqdm
-from .utils import set_seed, save_figure, save_table, in_test
+from .utils import set_seed, save_figure, save_table, in_test, config_table
 from .losses import hkd_loss
 from .encoders import vit_encoder, conv_encoder, bert_tokenizer
 from .data import WorldConfig, batches_per_epoch, mix_seed, normalize
@@ -630,7 +630,7 @@ def reproduce(out_dir=None, tiny: bool = False,
              ) -> list[Path]:
     "Tables 1-5 of 002 (`06_capgap_table1..5`), the teachers, the per-seed `06_capgap_runs`, `06_capgap_verdicts`, and the two plots."
     cfg = CapGapConfig.tiny() if tiny else CapGapConfig(); meta = asdict(cfg) | dict(smoke_run=tiny); smoke = 'smoke run (tiny config): ' if tiny else ''
-    print(smoke + str(cfg)); ce = list(cfg.teachers); arms = ['none', *ce, 'clip-raw', 'clip-ft']
+    print(config_table(cfg)); ce = list(cfg.teachers); arms = ['none', *ce, 'clip-raw', 'clip-ft']
     with (tempfile.TemporaryDirectory() if tiny and folder is None else contextlib.nullcontext(folder)) as folder:
         probe = clip_probe(cfg, None, folder); curve = probe_curve(cfg, folder)
         t1 = capacity_runs(cfg.arch, arms, cfg, folder=folder); t1.clip_probe[None] = probe
