@@ -73,6 +73,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from vlkd import clip, featkd, shre, ema_text, silc, capgap
 from vlkd.evaluate import predict, embed_images
 from vlkd.data import normalize
+
+
+def _sig(x: float, digits: int = 3) -> float:
+    "`x` to `digits` significant digits (a ratio of a loaded machine never rounds to 0)."
+    return float(f'{x:.{digits}g}')
 from vlkd.encoders import vit_encoder, ViTEncoder, HFTextEncoder
 from vlkd.losses import DINOLoss
 from vlkd.retrieval import ImageClassifier
@@ -507,7 +512,7 @@ def table_row(name, r, peak, op_s, tiny):
     achieved = gflop / (r['ms'] / 1e3)
     n_ops = sum(c['ops'].values())
     row = {'step': name, 'config': s.config, 'batch': s.train.batch_size, 'ms/step': round(r['ms'], 1), 'min ms': round(r['min_ms'], 1), 'cores busy': round(r['busy'], 2), 'GFLOP/step': round(gflop, 3),
-           'GFLOP/s': round(achieved, 1), 'of_peak': round(achieved * 1e9 / peak, 3),
+           'GFLOP/s': round(achieved, 1), 'of_peak': _sig(achieved * 1e9 / peak),
            **{f'{ph} %': round(r['share'][ph], 1) for ph in PHASES},
            'aten ops': n_ops, 'dispatch %': round(min(100.0, 100 * n_ops * op_s / (r['ms'] / 1e3)), 1)}
     if not tiny:
@@ -526,7 +531,7 @@ def compare_rows(name, res, peak):
         dmax = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(r['losses'], base['losses']))
         rows.append({'step': name, 'variant': v, 'batch': r['setup'].train.batch_size, 'ms/step': round(r['ms'], 1),
                      'x base': round(r['ms'] / base['ms'], 3), 'per-sample x base': round(per_sample, 3),
-                     'of_peak': round(f / (r['ms'] / 1e3) / peak, 3), 'opt %': round(r['share']['opt'], 1),
+                     'of_peak': _sig(f / (r['ms'] / 1e3) / peak), 'opt %': round(r['share']['opt'], 1),
                      'warm-up s': round(r['warmup_s'], 1),
                      'loss rel. diff step 0': '-' if v == 'base' or r['opts'].batch_scale != 1 else f'{d0:.1e}',
                      'grad-norm rel. diff step 0': '-' if v == 'base' or r['opts'].batch_scale != 1 else f'{g0:.1e}',
@@ -584,8 +589,8 @@ def main(argv=None):
         print(f'  {name}: {res["base"]["ms"]:.1f} ms/step ({time.perf_counter() - t:.0f} s)', file=sys.stderr)
         if a.profile: profile(name, base, a.tiny)
     peak1 = gemm_peak(n_gemm); peak = max(peak0, peak1)
-    for r in rows: r['of_peak'] = round(r['GFLOP/s'] * 1e9 / peak, 3)
-    for r in crows: r['of_peak'] = round(r['of_peak'] * peak0 / peak, 3)
+    for r in rows: r['of_peak'] = _sig(r['GFLOP/s'] * 1e9 / peak)
+    for r in crows: r['of_peak'] = _sig(r['of_peak'] * peak0 / peak)
     bf16_peak = gemm_peak(n_gemm, dtype=torch.bfloat16)
     print(f'\npeak: fp32 GEMM {n_gemm}^3 {peak / 1e9:.1f} GFLOP/s (before {peak0 / 1e9:.1f}, after {peak1 / 1e9:.1f}); '
           f'bf16 GEMM {bf16_peak / 1e9:.1f} GFLOP/s; one tiny aten op from Python {1e6 * op_s:.1f} us; total {time.perf_counter() - t_start:.0f} s\n')

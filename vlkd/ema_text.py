@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from tqdm.auto import tqdm
-from .utils import set_seed, save_figure, save_table, figures_dir, in_test
+from .utils import set_seed, save_figure, save_table, figures_dir, in_test, config_table
 from .losses import clip_loss, DINOLoss, dino_teacher_probs, dino_cross_entropy
 from .encoders import HFTextEncoder, OpenCLIPText, OpenCLIPVisual, EncoderOutput, TwoTower, bert_tokenizer, open_clip_model
 from .data import WorldConfig, tokenize, normalize, mix_seed, epoch_batch, batches_per_epoch
@@ -314,7 +314,7 @@ def run_ema_text(cfg: EmaTextConfig,
                  tokenizer=None,  # its tokenizer (list[str] -> dict(input_ids, attention_mask)); default BERT uncased
                 ) -> EmaTextRun:
     "Every arm on every task, noise rate and seed, scored by `evaluate_arm`, with the pre-trained model's gate."
-    print(cfg); model = model or pretrain_clip(cfg.clip, folder=folder); gates = [pretrained_gate(model, cfg, tokenizer)]
+    print(config_table(cfg)); model = model or pretrain_clip(cfg.clip, folder=folder); gates = [pretrained_gate(model, cfg, tokenizer)]
     tests = {'test': render_split(cfg.world, 'test', cfg.n_test, tokenizer), 'holdout': render_split(cfg.world, 'test_holdout', cfg.n_holdout, tokenizer)}
     for d in tests.values(): d['image_emb'] = embed_images(model, d['images'])
     prompts = prompt_tokens(tests['test']['class_names'], tests['test']['templates'], tokenizer)
