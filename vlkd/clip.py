@@ -177,6 +177,6 @@ def reproduce(out_dir=None, tiny: bool = False) -> list[Path]:
     if any(h is not None for h in hists.values()):
         fig = plot_histories(hists); paths.append(save_figure(fig, '01d_clip_curves', out_dir)); plt.close(fig)
     model, test = pretrain_clip(cfg), WorldTensors(cfg.world, 'test', 8)  # the CNN CLIP, from the cache
-    fig = plot_zero_shot(test.float_images(0), zero_shot_scores(model, test)[0], test.class_names, float(model.logit_scale), int(test.labels[0]),
+    fig = plot_zero_shot(test.float_images(0), zero_shot_scores(model, test)[0], test.class_names, float(model.logit_scale.detach()), int(test.labels[0]),
                          f"{'smoke run (tiny config): ' if tiny else ''}CLIP ({cfg.image_arch}, {cfg.train.steps} steps), first test image")
     return paths + [save_figure(fig, '01d_clip_interactive', out_dir)]
