@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_silc.ipynb #c002
 from __future__ import annotations
-import json, math, warnings
+import math, warnings
 from dataclasses import dataclass, field, replace, asdict
 from functools import partial
 from pathlib import Path
@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
-from .utils import set_seed, save_figure, save_table, _out_path
+from .utils import set_seed, save_figure, save_table, save_arrays, load_arrays
 from .losses import clip_loss, siglip_loss, DINOLoss
 from .encoders import vit_encoder, bert_encoder, bert_tokenizer, TwoTower
 from .data import WorldConfig, MultiCrop, mix_seed, normalize
@@ -426,18 +426,14 @@ def save_segmentation_maps(maps: dict,  # from `segmentation_maps`
                            out_dir=None,  # folder; default `figures/` (refused under tests)
                           ) -> Path:
     "Write `maps` as `<name>.npz` (arrays, plus the labels as JSON text); return the path."
-    path = _out_path(name, '.npz', out_dir); names = list(maps['preds'])
-    meta = {k: maps[k] for k in ('index', 'class_names', 'scores', 'seed', 'title', 'n_test')} | dict(models=names)
-    np.savez_compressed(path, images=maps['images'], target=maps['target'], meta=np.array(json.dumps(meta)),
-                        **{f'pred_{k}': maps['preds'][n] for k, n in enumerate(names)})
-    return path
+    names = list(maps['preds']); meta = {k: maps[k] for k in ('index', 'class_names', 'scores', 'seed', 'title', 'n_test')} | dict(models=names)
+    return save_arrays(name, out_dir, meta, images=maps['images'], target=maps['target'], **{f'pred_{k}': maps['preds'][n] for k, n in enumerate(names)})
 
 def load_segmentation_maps(path  # a file written by `save_segmentation_maps`
                           ) -> dict:
     "The maps of `save_segmentation_maps`, as `segmentation_maps` returned them."
-    with np.load(path, allow_pickle=False) as f:
-        meta = json.loads(str(f['meta']))
-        return dict(images=f['images'], target=f['target'], preds={n: f[f'pred_{k}'] for k, n in enumerate(meta.pop('models'))}, **meta)
+    a, meta = load_arrays(path)
+    return dict(images=a['images'], target=a['target'], preds={n: a[f'pred_{k}'] for k, n in enumerate(meta.pop('models'))}, **meta)
 
 # %% ../nbs/05_silc.ipynb #c050
 def plot_teacher(histories: dict,  # name -> History of a SiLC run (with the collapse-guard logs)
