@@ -713,7 +713,7 @@ def plot_paired_ci(n_seeds: int = 3,  # seeds per arm
     r.plot([n + 1.5] * 2, [p['ci_low'], p['ci_high']], color='tab:blue', lw=5, alpha=0.5, label='95 % CI')
     r.plot([n + 1.5], [p['mean_diff']], 'D', color='tab:blue', label=f"mean {p['mean_diff']:.2f}")
     lim = abs(effect) + 5 * noise
-    r.set(xlim=(0, 66), ylim=(-lim, lim), xlabel='seed', ylabel='a − b')
+    r.set(xlim=(0, max(12, n + 3)), ylim=(-lim, lim), xlabel='seed', ylabel='a − b')
     r.set_title(f"95 % CI [{p['ci_low']:.2f}, {p['ci_high']:.2f}]: {verdict_of(p['ci_low'], p['ci_high'])}", fontsize=10)
     r.legend(fontsize=7, loc='upper right'); fig.tight_layout()
     return fig
