@@ -17,7 +17,8 @@ from .evaluate import embed_split, zero_shot_classifier, classification_metrics,
 
 # %% auto #0
 __all__ = ['CLIP_SITE', 'ClipConfig', 'make_two_tower', 'WorldTensors', 'contrastive_batches', 'contrastive_step',
-           'pretrain_clip', 'evaluate_clip', 'run_clip_experiment', 'plot_histories', 'reproduce']
+           'pretrain_clip', 'evaluate_clip', 'zero_shot_scores', 'plot_zero_shot', 'run_clip_experiment',
+           'plot_histories', 'reproduce']
 
 # %% ../nbs/01d_clip.ipynb #c005
 @dataclass
@@ -115,6 +116,34 @@ def evaluate_clip(model: TwoTower, world: WorldConfig, n_test: int = 1000, split
     zs = classification_metrics(e['image_emb'], zero_shot_classifier(model, data.class_names, data.prompt_templates, tok), e['labels'], ks=(1,))
     return dict(zero_shot_top1=zs['top1'], **retrieval_metrics(e['image_emb'], e['text_emb'], e['text_to_image']))
 
+# %% ../nbs/01d_clip.ipynb #c021aa
+def zero_shot_scores(model: TwoTower,  # a two-tower model with `encode_image` / `encode_text`
+                     data: WorldTensors,  # a rendered split
+                    ) -> torch.Tensor:
+    "(N, C) cosine similarities of each image with each class's zero-shot classifier (prompt templates averaged)."
+    W = zero_shot_classifier(model, data.class_names, data.prompt_templates, bert_tokenizer())
+    return embed_split(model, data)['image_emb'] @ W.T
+
+def plot_zero_shot(image: torch.Tensor,  # (3, H, W) float in [0, 1]
+                   scores: torch.Tensor,  # (C,) cosine similarities with the class embeddings
+                   class_names: list[str],  # C names
+                   logit_scale: float = 100.0,  # exp(t) = 1/τ: the logits are logit_scale · scores
+                   label: int | None = None,  # the true class, drawn in green
+                   title: str = '',  # e.g. 'smoke run (tiny config)'
+                  ) -> plt.Figure:
+    "A test image and softmax(logit_scale · scores) over the classes on a fixed [0, 1] axis; returns the figure."
+    if not logit_scale > 0: raise ValueError(f"logit_scale must be > 0, got {logit_scale}")
+    p = (float(logit_scale) * torch.as_tensor(scores).detach().double()).softmax(-1).numpy()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8.5, 2.9), gridspec_kw=dict(width_ratios=[1, 3]))
+    a.imshow(image.permute(1, 2, 0).numpy()); a.set_xticks([]); a.set_yticks([])
+    if label is not None: a.set_title(f'true class: {class_names[label]}', fontsize=9)
+    b.bar(class_names, p, color=['tab:green' if k == label else 'tab:blue' for k in range(len(p))])
+    b.set(ylim=(0, 1), ylabel='p(class | image)'); b.tick_params(axis='x', rotation=30)
+    b.set_title(f'exp(t) = {float(logit_scale):.3g} (τ = {1 / float(logit_scale):.3g}); top-1: {class_names[int(p.argmax())]}', fontsize=9)
+    if title: fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
 # %% ../nbs/01d_clip.ipynb #c023
 def run_clip_experiment(cfg: ClipConfig, n_test: int = 1000, folder=None,
                         losses=('clip',),  # which losses to pre-train with
@@ -141,10 +170,13 @@ def plot_histories(hists: dict) -> plt.Figure:
 
 # %% ../nbs/01d_clip.ipynb #c025
 def reproduce(out_dir=None, tiny: bool = False) -> list[Path]:
-    "Pre-train CLIP with the CNN and the ViT tower (cached) and write `01d_clip_results.md/.json` and `01d_clip_curves.png`."
+    "Pre-train CLIP with the CNN and the ViT tower (cached) and write `01d_clip_results.md/.json`, `01d_clip_curves.png` and `01d_clip_interactive.png`."
     cfg = ClipConfig.tiny() if tiny else ClipConfig()
     rows, hists = run_clip_experiment(cfg, n_test=64 if tiny else 1000, archs=('cnn', 'vit'))
     paths = [save_table(rows, '01d_clip_results', out_dir, meta=asdict(cfg))]
     if any(h is not None for h in hists.values()):
         fig = plot_histories(hists); paths.append(save_figure(fig, '01d_clip_curves', out_dir)); plt.close(fig)
-    return paths
+    model, test = pretrain_clip(cfg), WorldTensors(cfg.world, 'test', 8)  # the CNN CLIP, from the cache
+    fig = plot_zero_shot(test.float_images(0), zero_shot_scores(model, test)[0], test.class_names, float(model.logit_scale.detach()), int(test.labels[0]),
+                         f"{'smoke run (tiny config): ' if tiny else ''}CLIP ({cfg.image_arch}, {cfg.train.steps} steps), first test image")
+    return paths + [save_figure(fig, '01d_clip_interactive', out_dir)]

@@ -20,7 +20,8 @@ __all__ = ['SHAPES', 'COLOURS', 'SIZES', 'SPLITS', 'IMAGENET_MEAN', 'IMAGENET_ST
            'WorldConfig', 'CaptionWorld', 'samples_per_second', 'tokenize', 'mix_seed', 'collate', 'batches_per_epoch',
            'shuffle_seed', 'epoch_batch', 'batches', 'normalize', 'hflip', 'random_resized_crop', 'MultiCrop',
            'load_image', 'ImageFolderData', 'KarpathyCaptions', 'ImageSet', 'digits', 'plot_samples',
-           'difficulty_config', 'plot_difficulty', 'DifficultyProbeConfig', 'difficulty_probe', 'reproduce']
+           'difficulty_config', 'plot_difficulty', 'plot_world', 'DifficultyProbeConfig', 'difficulty_probe',
+           'reproduce']
 
 # %% ../nbs/01a_data.ipynb #c005
 SHAPES = ('circle', 'square', 'triangle', 'diamond', 'ring', 'cross', 'star', 'crescent')
@@ -585,6 +586,24 @@ def plot_difficulty(ts=(0, 0.25, 0.5, 0.75, 1.0),  # difficulty levels (columns)
     fig.tight_layout()
     return fig
 
+# %% ../nbs/01a_data.ipynb #c088aa
+def plot_world(seed: int = 0,  # the world's seed (`WorldConfig.seed`)
+               difficulty: float = 0.5,  # t in [0, 1], see `difficulty_config`
+               n: int = 4,  # samples shown
+               split: str = 'train',  # which split to draw from
+               **kw):  # other WorldConfig fields
+    "The first `n` samples of the world at (seed, difficulty), each with its main class and first caption."
+    import matplotlib.pyplot as plt, textwrap
+    ds = CaptionWorld(difficulty_config(difficulty, seed=seed, **kw), split, n)
+    fig, axs = plt.subplots(1, n, figsize=(2.3 * n, 3.1), squeeze=False)
+    for ax, it in zip(axs[0], (ds[i] for i in range(n))):
+        ax.imshow(it['image'].permute(1, 2, 0).numpy()); ax.set_xticks([]); ax.set_yticks([])
+        ax.set_title(f"#{it['index']}: {ds.class_names[it['label']]}", fontsize=9)
+        ax.set_xlabel(textwrap.fill(it['captions'][0], 26), fontsize=7.5)
+    fig.suptitle(f'world seed {seed}, difficulty {difficulty:g} ({split} split)', fontsize=10)
+    fig.tight_layout()
+    return fig
+
 # %% ../nbs/01a_data.ipynb #c090
 @dataclass
 class DifficultyProbeConfig:
@@ -621,12 +640,13 @@ def difficulty_probe(cfg: DifficultyProbeConfig) -> list[dict]:
 # %% ../nbs/01a_data.ipynb #c095
 def reproduce(out_dir=None,  # folder for figures and tables; default `figures/` (refused under tests)
               tiny: bool = False) -> list[Path]:
-    "Write the sample grid, the difficulty strip and the probe table; return their paths."
+    "Write the sample grid, the difficulty strip, the `plot_world` figure and the probe table; return their paths."
     import matplotlib.pyplot as plt
     set_seed(0); paths = []
     fig = plot_samples(CaptionWorld(WorldConfig(img_size=32 if tiny else 64), 'train', 8), n=4 if tiny else 8)
     paths.append(save_figure(fig, '01a_data_samples', out_dir)); plt.close(fig)
     fig = plot_difficulty(); paths.append(save_figure(fig, '01a_data_difficulty', out_dir)); plt.close(fig)
+    fig = plot_world(); paths.append(save_figure(fig, '01a_data_interactive', out_dir)); plt.close(fig)
     cfg = DifficultyProbeConfig.tiny() if tiny else DifficultyProbeConfig(); print(config_table(cfg))
     paths.append(save_table(difficulty_probe(cfg), '01a_data_probe', out_dir, meta=asdict(cfg)))
     return paths

@@ -26,7 +26,8 @@ __all__ = ['encode_texts', 'VERDICT_FIELDS', 'VERDICTS', 'evaluating', 'model_de
            'image_label_tensors', 'extract_features', 'linear_probe', 'ImageClassifier', 'finetune', 'confusion_matrix',
            'miou', 'background_miou', 'zero_shot_segmentation', 'encode_dataset', 'evaluate_retrieval',
            'evaluate_zero_shot', 'summarize', 'paired', 'halfway_gate', 'gate', 'verdict_of', 'verdict_row',
-           'check_verdicts', 'verdict_table', 'save_verdicts', 'load_verdicts']
+           'check_verdicts', 'verdict_table', 'save_verdicts', 'load_verdicts', 'simulated_runs', 'plot_paired_ci',
+           'reproduce']
 
 # %% ../nbs/01c_evaluate.ipynb #c005
 @contextlib.contextmanager
@@ -680,3 +681,49 @@ def load_verdicts(stem: str, out_dir=None) -> list[dict]:
     try: rows = json.loads(path.read_text())
     except json.JSONDecodeError as e: raise ValueError(f"{path} is corrupt: {e}") from e
     return check_verdicts(rows)
+
+# %% ../nbs/01c_evaluate.ipynb #c086aa
+def simulated_runs(n_seeds: int = 3,  # seeds per arm (at most 64; the first n of one fixed draw)
+                   effect: float = 1.0,  # true mean of metric(a) − metric(b)
+                   noise: float = 1.0,  # std of each run's own noise
+                   seed_spread: float = 3.0,  # std of the per-seed shift shared by both arms
+                   seed: int = 0,  # the draw
+                  ) -> list[dict]:
+    "Rows (arm 'a' or 'b', seed, metric) of two arms run with the same seeds; more seeds extend the same draw."
+    if not 1 <= n_seeds <= 64: raise ValueError(f"n_seeds must be in [1, 64], got {n_seeds}")
+    shared, ea, eb = np.random.default_rng(seed).standard_normal((3, 64))[:, :n_seeds]
+    base = 50 + seed_spread * shared
+    return [dict(arm=arm, seed=s, metric=float(v)) for arm, vals in (('a', base + effect + noise * ea), ('b', base + noise * eb)) for s, v in enumerate(vals)]
+
+def plot_paired_ci(n_seeds: int = 3,  # seeds per arm
+                   effect: float = 1.0,  # true difference a − b
+                   noise: float = 1.0,  # run noise (std)
+                   seed_spread: float = 3.0,  # per-seed shift shared by both arms (std)
+                   seed: int = 0,  # the draw
+                  ):
+    "Runs paired by seed (left); per-seed differences, their mean and `paired`'s 95 % CI with its verdict (right)."
+    import matplotlib.pyplot as plt
+    rows = simulated_runs(n_seeds, effect, noise, seed_spread, seed); p = paired(rows, 'a', 'b', 'metric')
+    a, b = (np.array([r['metric'] for r in rows if r['arm'] == arm]) for arm in 'ab'); d, n = a - b, n_seeds
+    fig, (l, r) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw=dict(width_ratios=[1, 1.6]))
+    for s in range(n): l.plot([0, 1], [b[s], a[s]], 'o-', color=plt.cm.tab20(s % 20), ms=4)
+    l.set(xticks=[0, 1], xticklabels=['arm b', 'arm a'], xlim=(-0.3, 1.3), ylabel='metric', title=f'{n} seeds, paired')
+    r.axhline(0, color='0.5', lw=0.8); r.axhline(effect, color='tab:green', ls=':', lw=1, label=f'true effect {effect:g}')
+    r.plot(np.arange(1, n + 1), d, 'o', color='0.4', ms=4, label='per-seed difference')
+    r.plot([n + 1.5] * 2, [p['ci_low'], p['ci_high']], color='tab:blue', lw=5, alpha=0.5, label='95 % CI')
+    r.plot([n + 1.5], [p['mean_diff']], 'D', color='tab:blue', label=f"mean {p['mean_diff']:.2f}")
+    lim = abs(effect) + 5 * noise
+    r.set(xlim=(0, max(12, n + 3)), ylim=(-lim, lim), xlabel='seed', ylabel='a − b')
+    r.set_title(f"95 % CI [{p['ci_low']:.2f}, {p['ci_high']:.2f}]: {verdict_of(p['ci_low'], p['ci_high'])}", fontsize=10)
+    r.legend(fontsize=7, loc='upper right'); fig.tight_layout()
+    return fig
+
+# %% ../nbs/01c_evaluate.ipynb #c086aaaaaaa
+def reproduce(out_dir=None,  # folder; default figures/
+              tiny: bool = False,  # accepted for a uniform interface; the figure is already cheap
+             ) -> list[Path]:
+    "Write `01c_evaluate_interactive.png` (`plot_paired_ci` for 3 seeds); return its path."
+    import matplotlib.pyplot as plt
+    from vlkd.utils import save_figure
+    fig = plot_paired_ci(); path = save_figure(fig, '01c_evaluate_interactive', out_dir); plt.close(fig)
+    return [path]

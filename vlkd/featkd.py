@@ -29,8 +29,8 @@ __all__ = ['TEACHER_SITE', 'IMAGE_METRICS', 'GLUE', 'TABLE6_REPORTED', 'IMAGE_CL
            'data2vec_vision', 'FeatKDConfig', 'image_batches', 'world_teacher', 'image_teacher', 'teacher_gate',
            'distil_step', 'teacher_targets', 'make_student', 'distil_loss', 'distil', 'FeatKDResult', 'summary_table',
            'run_image_featkd', 'image_table', 'text_corpus', 'split_corpus', 'pack_tokens', 'TextKDConfig',
-           'sentence_embeddings', 'agreement', 'token_batches', 'text_table', 'run_text_featkd', 'plot_curves',
-           'featkd_verdicts', 'reproduce']
+           'sentence_embeddings', 'agreement', 'token_batches', 'text_table', 'run_text_featkd', 'curve_data',
+           'plot_curve_data', 'plot_curves', 'save_curves', 'featkd_verdicts', 'reproduce']
 
 # %% ../nbs/02_featkd.ipynb #c005
 class HFVisionEncoder(_Encoder):
@@ -458,10 +458,36 @@ def run_text_featkd(cfg: TextKDConfig  # the experiment; `TextKDConfig.tiny()` f
     return FeatKDResult(rows, hists, gates, models)
 
 # %% ../nbs/02_featkd.ipynb #c058
-def _mean_curve(hists: list[History], smooth: int):
-    loss = np.mean([h.loss for h in hists], 0)
+def curve_data(image_hists: dict,  # init -> list of Histories (one per seed), `run_image_featkd(...).histories`
+               text_hists: dict,  # the same from `run_text_featkd`
+              ) -> dict:
+    "{'image'|'text': {init: [dict(steps, loss, val_steps, val_loss) per seed]}}: the numbers of Fig. 12, JSON-ready."
+    r = lambda xs: [float(f'{x:.5g}') for x in xs]
+    return {run: {init: [dict(steps=list(h.steps), loss=r(h.loss), val_steps=list(h.val_steps), val_loss=r(h.val['val_loss'])) for h in hs]
+                  for init, hs in hists.items()} for run, hists in (('image', image_hists), ('text', text_hists))}
+
+def _mean_curve(curves: list[dict], smooth: int):
+    loss = np.mean([c['loss'] for c in curves], 0)
     k = max(1, min(smooth, len(loss)))
-    return hists[0].steps[k - 1:], np.convolve(loss, np.ones(k) / k, 'valid'), hists[0].val_steps, np.mean([h.val['val_loss'] for h in hists], 0)
+    return curves[0]['steps'][k - 1:], np.convolve(loss, np.ones(k) / k, 'valid'), curves[0]['val_steps'], np.mean([c['val_loss'] for c in curves], 0)
+
+def plot_curve_data(curves: dict,  # from `curve_data`, or `figures/02_featkd_curves.json`'s meta['curves']
+                    smooth: int = 10,  # moving-average window of the training loss
+                    inits=None,  # initialisations (arms) to draw; None: all
+                    title: str | None = None,  # e.g. 'smoke run (tiny config)'
+                   ) -> plt.Figure:
+    "Training vs validation distillation loss per initialisation: image (left) and text (right)."
+    fig, axs = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, run, name in zip(axs, ('image', 'text'), ('image: ViT-12 → 6 blocks', 'text: MiniLM-L6 → 3 layers')):
+        for (init, cs), c in zip(curves[run].items(), ('C0', 'C1', 'C2', 'C3')):
+            if not cs or (inits is not None and init not in inits): continue
+            s, l, vs, v = _mean_curve(cs, smooth)
+            ax.plot(s, l, color=c, label=f'{init}: train'); ax.plot(np.maximum(vs, 0), v, 'o--', color=c, ms=4, label=f'{init}: validation')
+        ax.set(xlabel='step', ylabel='feature KD loss (Eq. 39)', title=name, yscale='log')
+        if ax.lines: ax.legend(fontsize=7)
+    if title: fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 def plot_curves(image_hists: dict,  # init -> list of Histories (one per seed), `run_image_featkd(...).histories`
                 text_hists: dict,  # the same from `run_text_featkd`
@@ -469,16 +495,17 @@ def plot_curves(image_hists: dict,  # init -> list of Histories (one per seed), 
                 smoke: bool = False,  # label the figure as a smoke run (tiny config)
                ) -> plt.Figure:
     "Training vs validation distillation loss per initialisation: image (left) and text (right)."
-    fig, axs = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, hists, title in zip(axs, (image_hists, text_hists), ('image: ViT-12 → 6 blocks', 'text: MiniLM-L6 → 3 layers')):
-        for (init, hs), c in zip(hists.items(), ('C0', 'C1', 'C2', 'C3')):
-            if not hs: continue
-            s, l, vs, v = _mean_curve(hs, smooth)
-            ax.plot(s, l, color=c, label=f'{init}: train'); ax.plot(np.maximum(vs, 0), v, 'o--', color=c, ms=4, label=f'{init}: validation')
-        ax.set(xlabel='step', ylabel='feature KD loss (Eq. 39)', title=title, yscale='log'); ax.legend(fontsize=7)
-    if smoke: fig.suptitle('smoke run (tiny config)')
-    fig.tight_layout()
-    return fig
+    return plot_curve_data(curve_data(image_hists, text_hists), smooth, title='smoke run (tiny config)' if smoke else None)
+
+def save_curves(curves: dict,  # from `curve_data`
+                name: str,  # `<notebook stem>_<what>`
+                out_dir=None,  # folder; default `figures/` (refused under tests)
+                run: str = 'full config',  # what produced them, e.g. 'smoke run (tiny config)'
+               ) -> Path:
+    "Write `<name>.json` (meta: the curves) and `<name>.md` (final losses per run, arm and seed); return the .md path."
+    rows = [dict(run=r, init=i, seed_index=k, steps=len(c['loss']), final_train_loss=c['loss'][-1], final_val_loss=c['val_loss'][-1])
+            for r, d in curves.items() for i, cs in d.items() for k, c in enumerate(cs)]
+    return save_table(rows, name, out_dir, meta=dict(run=run, curves=curves))
 
 # %% ../nbs/02_featkd.ipynb #c061
 IMAGE_CLAIMS = [  # (claim, source, arm a, arm b, metric, claimed sign of a − b); all rely on the image teacher's gate
@@ -520,11 +547,12 @@ def reproduce(out_dir=None,  # folder for figures and tables; default `figures/`
               tiny: bool = False,  # run the `.tiny()` configs (a smoke run, with a temporary teacher cache unless `folder`)
               folder=None,  # teacher cache folder; default `vlkd.train.cache_dir()`
              ) -> list[Path]:
-    "Run the image and text experiments; write `02_featkd_curves.png`, `02_featkd_image/text.md/.json` and `02_featkd_verdicts.json/.md`."
+    "Run the image and text experiments; write `02_featkd_curves.png/.json` (the curves' numbers), `02_featkd_image/text.md/.json` and `02_featkd_verdicts.json/.md`."
     icfg, tcfg = (FeatKDConfig.tiny(), TextKDConfig.tiny()) if tiny else (FeatKDConfig(), TextKDConfig())
     with tempfile.TemporaryDirectory() as tmp: img = run_image_featkd(icfg, folder or (tmp if tiny else None))
     txt, run = run_text_featkd(tcfg), 'smoke run (tiny config)' if tiny else 'full config'
     paths = [save_table(image_table(img.rows), '02_featkd_image', out_dir, meta=dict(run=run, config=asdict(icfg), gates=img.gates, runs=img.rows)),
              save_table(text_table(txt.rows, tcfg.k), '02_featkd_text', out_dir, meta=dict(run=run, config=asdict(tcfg), gates=txt.gates, runs=txt.rows))]
     fig = plot_curves(img.histories, txt.histories, smoke=tiny); paths.append(save_figure(fig, '02_featkd_curves', out_dir)); plt.close(fig)
+    paths.append(save_curves(curve_data(img.histories, txt.histories), '02_featkd_curves', out_dir, run))
     return paths + [save_verdicts(featkd_verdicts(img, txt), '02_featkd', out_dir)]

@@ -16,9 +16,9 @@ _all_ = ['gather_features']
 
 # %% auto #0
 __all__ = ['EXAMPLE_CLASSES', 'EXAMPLE_LOGITS', 'plot_onehot_vs_soft', 'plot_softening', 'kd_loss', 'hkd_loss',
-           'contrastive_logits', 'clip_loss', 'plot_contrastive_logits', 'siglip_loss', 'ranking_loss',
-           'dino_teacher_probs', 'dino_cross_entropy', 'ema_center', 'DINOLoss', 'data2vec_targets', 'feature_kd_loss',
-           'reproduce', 'gather_features']
+           'contrastive_logits', 'clip_loss', 'plot_contrastive_logits', 'siglip_loss', 'plot_pair_probabilities',
+           'ranking_loss', 'dino_teacher_probs', 'dino_cross_entropy', 'ema_center', 'DINOLoss', 'data2vec_targets',
+           'feature_kd_loss', 'reproduce', 'gather_features']
 
 # %% ../nbs/00_losses.ipynb #c005
 def _check_tensor(x, name: str, ndim: int):
@@ -80,6 +80,7 @@ def plot_onehot_vs_soft(logits=None,  # class scores; default `EXAMPLE_LOGITS`
 # %% ../nbs/00_losses.ipynb #c013
 def plot_softening(taus=(1, 2, 4, 8),  # temperatures τ to compare
                    logits=None,  # class scores; default `EXAMPLE_LOGITS`
+                   ylim=(0, 1),  # fixed y-axis range, so that a τ slider shows the softening; None: fit the bars
                   ):
     "001 Fig. 3: softmax(logits/τ) for each τ as grouped bars; returns the figure."
     import matplotlib.pyplot as plt
@@ -89,6 +90,7 @@ def plot_softening(taus=(1, 2, 4, 8),  # temperatures τ to compare
     for k, t in enumerate(taus):
         ax.bar((torch.arange(len(x)) + (k - (len(taus) - 1) / 2) * w).numpy(), (x / t).softmax(-1).numpy(), w, label=f'τ = {t:g}')
     ax.set_xticks(range(len(x)), names, rotation=60); ax.set_ylabel('probability'); ax.legend()
+    if ylim is not None: ax.set_ylim(*ylim)
     ax.set_title('temperature softens the distribution')
     return fig
 
@@ -190,15 +192,18 @@ def clip_loss(image_features: torch.Tensor,  # (B, D) image features (any norm)
     return _ClipLoss.apply(*_contrastive_inputs(image_features, text_features, logit_scale))
 
 # %% ../nbs/00_losses.ipynb #c033
+def _example_pair(text_features=None):
+    "Six synthetic (16-d) image features and, unless given, captions that are noisy copies of them."
+    g = torch.Generator().manual_seed(0); image_features = torch.randn(6, 16, generator=g)
+    return image_features, image_features + 0.8 * torch.randn(6, 16, generator=g) if text_features is None else text_features
+
 def plot_contrastive_logits(image_features=None,  # (B, D); default: a small synthetic batch
                             text_features=None,  # (B, D); default: noisy copies of the image features
                             logit_scale=1.0,  # exp(t)
                            ):
     "001 Fig. 9: the contrastive logits L = exp(t)·I Tᵀ as a heatmap with the positive pairs boxed; returns the figure."
     import matplotlib.pyplot as plt
-    if image_features is None:
-        g = torch.Generator().manual_seed(0); image_features = torch.randn(6, 16, generator=g)
-        if text_features is None: text_features = image_features + 0.8 * torch.randn(6, 16, generator=g)
+    if image_features is None: image_features, text_features = _example_pair(text_features)
     L = contrastive_logits(image_features, text_features, logit_scale).detach().float(); B = len(L)
     fig, ax = plt.subplots(figsize=(4.6, 4)); im = ax.imshow(L.numpy(), cmap='viridis')
     for i, j in itertools.product(range(B), range(B)): ax.text(j, i, f'{L[i, j]:.2f}', ha='center', va='center', fontsize=7, color='w')
@@ -230,6 +235,28 @@ def siglip_loss(image_features: torch.Tensor,  # (B, D) image features (any norm
     I, T, scale = _contrastive_inputs(image_features, text_features, logit_scale)
     bias = torch.as_tensor(_check_scalar('logit_bias', logit_bias), dtype=I.dtype, device=I.device)
     return _SigLipLoss.apply(I, T, scale, bias)
+
+# %% ../nbs/00_losses.ipynb #c038aa
+def plot_pair_probabilities(logit_scale=10.0,  # the multiplier exp(t) > 0
+                            logit_bias=-10.0,  # SigLIP's bias b
+                            image_features=None,  # (B, D); default: the batch of `plot_contrastive_logits`
+                            text_features=None,  # (B, D); default: noisy copies of the image features
+                           ):
+    "CLIP's row softmax of L = exp(t)·I Tᵀ next to SigLIP's σ(L + b), both on [0, 1]; returns the figure."
+    import matplotlib.pyplot as plt
+    if image_features is None: image_features, text_features = _example_pair(text_features)
+    L = contrastive_logits(image_features, text_features, logit_scale).detach().float(); B = len(L)
+    bias = float(_check_scalar('logit_bias', logit_bias))
+    fig, axs = plt.subplots(1, 2, figsize=(8.4, 3.9))
+    panels = [(L.softmax(1), f'CLIP: softmax over captions\nloss {clip_loss(image_features, text_features, logit_scale):.3f}'),
+              (torch.sigmoid(L + bias), f'SigLIP: σ(L + b) per pair\nloss {siglip_loss(image_features, text_features, logit_scale, bias):.3f}')]
+    for ax, (P, title) in zip(axs, panels):
+        im = ax.imshow(P.numpy(), cmap='viridis', vmin=0, vmax=1); ax.set_title(title, fontsize=9)
+        for i, j in itertools.product(range(B), range(B)): ax.text(j, i, f'{P[i, j]:.2f}', ha='center', va='center', fontsize=7, color='w' if P[i, j] < 0.6 else 'k')
+        ax.set_xticks(range(B), [f'T{j+1}' for j in range(B)]); ax.set_yticks(range(B), [f'I{i+1}' for i in range(B)])
+    fig.colorbar(im, ax=axs, shrink=0.8, label='probability of a match')
+    fig.suptitle(f'exp(t) = {float(logit_scale):.3g}, b = {bias:.3g}', fontsize=10)
+    return fig
 
 # %% ../nbs/00_losses.ipynb #c041
 def ranking_loss(a: torch.Tensor,  # (B, D) anchors, e.g. images x^v
@@ -373,9 +400,10 @@ def feature_kd_loss(student_hidden_states: list[torch.Tensor],  # L_s student la
 def reproduce(out_dir=None,  # folder for the figures; default `figures/`
               tiny: bool = False,  # accepted for a uniform interface; the figures are already cheap
              ) -> list[Path]:
-    "Write `00_losses_onehot_vs_soft.png`, `00_losses_softening.png` and `00_losses_contrastive_logits.png`; return their paths."
+    "Write `00_losses_onehot_vs_soft.png`, `_softening.png`, `_contrastive_logits.png` and `_interactive.png` (`plot_pair_probabilities`); return their paths."
     import matplotlib.pyplot as plt
-    figs = {'onehot_vs_soft': plot_onehot_vs_soft(), 'softening': plot_softening(), 'contrastive_logits': plot_contrastive_logits()}
+    figs = {'onehot_vs_soft': plot_onehot_vs_soft(), 'softening': plot_softening(), 'contrastive_logits': plot_contrastive_logits(),
+            'interactive': plot_pair_probabilities()}
     paths = [save_figure(fig, f'00_losses_{name}', out_dir) for name, fig in figs.items()]
     for fig in figs.values(): plt.close(fig)
     return paths

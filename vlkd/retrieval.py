@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .utils import set_seed, save_figure, save_table, in_test
+from .utils import set_seed, save_figure, save_table, save_arrays, load_arrays, in_test
 from .encoders import bert_tokenizer
 from .train import TrainConfig
 from .clip import ClipConfig, WorldTensors, make_two_tower, pretrain_clip
@@ -21,7 +21,8 @@ from .evaluate import (retrieval_ranks, retrieval_metrics, metrics_from_ranks, m
                            refine_names, class_embeddings)  # re-exported: the names chapter 07 held before 01c existed
 
 # %% auto #0
-__all__ = ['table1_row', 'table1', 'plot_retrieval_example', 'plot_rank_histogram', 'retrieval_example', 'reproduce']
+__all__ = ['table1_row', 'table1', 'retrieval_browser_data', 'plot_retrieval_browser', 'plot_retrieval_example',
+           'plot_rank_histogram', 'retrieval_example', 'retrieval_browser', 'save_browser', 'load_browser', 'reproduce']
 
 # %% ../nbs/07_retrieval.ipynb #c005
 _T1_COLS = [f'{d} {q} R@{k}' for d in ('COCO', 'F30K') for q in ('i2t', 't2i') for k in (1, 5, 10)]
@@ -50,23 +51,48 @@ def table1(measured_rows: list[dict] | None = None,  # rows from `table1_row` to
     return rows + list(measured_rows or [])
 
 # %% ../nbs/07_retrieval.ipynb #c014
+def retrieval_browser_data(images: torch.Tensor,  # (N, 3, H, W) float in [0, 1] or uint8
+                           captions: Sequence[str],  # the M captions
+                           image_emb, text_emb, text_to_image,  # as for `retrieval_metrics`
+                           queries=None,  # caption indices; default: the first caption of each of the first 50 images
+                           k: int = 5,  # images kept per query
+                           title: str = ''):  # e.g. the model, 'smoke run (tiny config)'
+    "Per query caption: its top-k images and scores, its own image's score and rank (ties count against); only the images these need, as uint8."
+    t2i = torch.as_tensor(text_to_image)
+    if queries is None: queries = [int((t2i == i).nonzero()[0, 0]) for i in range(min(50, len(images)))]
+    queries = [int(q) for q in queries]; s = text_emb[queries].float() @ image_emb.float().T  # (Q, N)
+    top, true = s.topk(k, dim=1), t2i[queries]; true_s = s.gather(1, true[:, None])[:, 0]
+    keep = sorted(set(top.indices.flatten().tolist()) | set(true.tolist())); pos = {i: j for j, i in enumerate(keep)}
+    imgs = images[keep] if images.dtype == torch.uint8 else (images[keep].clamp(0, 1) * 255).round().to(torch.uint8)
+    return dict(images=imgs.permute(0, 2, 3, 1).numpy(), top=np.vectorize(pos.get)(top.indices.numpy()), scores=top.values.numpy(),
+                true=np.array([pos[i] for i in true.tolist()]), true_score=true_s.numpy(), rank=(s >= true_s[:, None]).sum(1).numpy(),
+                captions=[captions[q] for q in queries], query_index=queries, image_index=keep, title=title)
+
+def plot_retrieval_browser(data: dict,  # from `retrieval_browser_data` or `load_browser`
+                           query: int = 0,  # row of `data` (the caption `data['captions'][query]`)
+                          ):
+    "The query caption and its top-k images by score, plus its own image where that ranked lower; the correct image framed in green."
+    import matplotlib.pyplot as plt
+    if not 0 <= query < len(data['captions']): raise ValueError(f"query must be in [0, {len(data['captions'])}), got {query}")
+    true, rank = int(data['true'][query]), int(data['rank'][query])
+    cols = [(int(i), float(s), r + 1) for r, (i, s) in enumerate(zip(data['top'][query], data['scores'][query]))]
+    if true not in [c[0] for c in cols]: cols.append((true, float(data['true_score'][query]), rank))
+    fig, axs = plt.subplots(1, len(cols), figsize=(2 * len(cols), 2.6), squeeze=False)
+    for ax, (i, s, r) in zip(axs[0], cols):
+        ax.imshow(data['images'][i]); ax.set_xticks([]); ax.set_yticks([]); ok = i == true
+        ax.set_title(f'#{r}  s={s:.2f}' + ('  ✓' if ok else ''), fontsize=9)
+        for sp in ax.spines.values(): sp.set_color('tab:green' if ok else '0.7'); sp.set_linewidth(4 if ok else 1)
+    fig.suptitle(f"{data['title']}\nquery: \"{data['captions'][query]}\"  (correct image at rank {rank})", fontsize=10)
+    fig.tight_layout(); return fig
+
 def plot_retrieval_example(images: torch.Tensor,  # (N, 3, H, W) in [0, 1]
                            captions: Sequence[str],  # the M captions
                            image_emb, text_emb, text_to_image,  # as for `retrieval_metrics`
                            query: int = 0,  # caption index used as the query
                            k: int = 5,  # images shown
                            title: str = ''):
-    "The query caption and its top-k images by score; the correct image is framed in green."
-    import matplotlib.pyplot as plt
-    s = image_emb @ text_emb[query]; top = s.topk(k).indices.tolist(); true = int(torch.as_tensor(text_to_image)[query])
-    rank = int((s >= s[true]).sum())  # ties count against, as in vlkd.evaluate
-    fig, axs = plt.subplots(1, k, figsize=(2 * k, 2.6))
-    for r, (ax, i) in enumerate(zip(axs, top)):
-        ax.imshow(images[i].permute(1, 2, 0).clamp(0, 1).numpy()); ax.set_xticks([]); ax.set_yticks([])
-        ok = i == true; ax.set_title(f'#{r + 1}  s={float(s[i]):.2f}' + ('  ✓' if ok else ''), fontsize=9)
-        for sp in ax.spines.values(): sp.set_color('tab:green' if ok else '0.7'); sp.set_linewidth(4 if ok else 1)
-    fig.suptitle(f'{title}\nquery: "{captions[query]}"  (correct image at rank {rank})', fontsize=10)
-    fig.tight_layout(); return fig
+    "The query caption and its top-k images by score (and its own image where that ranked lower); the correct image is framed in green."
+    return plot_retrieval_browser(retrieval_browser_data(images, captions, image_emb, text_emb, text_to_image, [query], k, title))
 
 def plot_rank_histogram(ranks: Mapping[str, tuple],  # model name -> (i2t ranks, t2i ranks)
                         title: str = ''):
@@ -100,6 +126,33 @@ def retrieval_example(cfg: ClipConfig | None = None,  # the chapter-01d CLIP to 
     fig_r = plot_rank_histogram(ranks, f'{label}; test world: {len(test)} images, {len(caps)} captions')
     return rows, fig_ex, fig_r
 
+def retrieval_browser(cfg: ClipConfig | None = None,  # the chapter-01d CLIP (cached); default ClipConfig()
+                      n_test: int = 500,  # held-out test images (5 captions each), all of them candidates
+                      folder=None,  # cache folder; default vlkd.train.cache_dir()
+                      smoke: bool = False,  # label the data as a smoke run (tiny config)
+                      n_queries: int = 50,  # query captions: the first caption of each of the first n_queries images
+                     ) -> dict:
+    "`retrieval_browser_data` of the chapter-01d CLIP on the test world: top-5 images of `n_queries` captions."
+    cfg = cfg or ClipConfig(); test = WorldTensors(cfg.world, 'test', n_test)
+    e = embed_split(pretrain_clip(cfg, folder=folder), test, bert_tokenizer()); caps = [c for cs in test.captions for c in cs]
+    label = ('smoke run (tiny config): ' if smoke else '') + f'chapter-01d CLIP ({cfg.train.steps} steps), {len(test)} test images'
+    queries = [int((e['text_to_image'] == i).nonzero()[0, 0]) for i in range(min(n_queries, len(test)))]
+    return retrieval_browser_data(test.images, caps, e['image_emb'], e['text_emb'], e['text_to_image'], queries, title=label)
+
+_BROWSER_META = ('captions', 'query_index', 'image_index', 'title')
+
+def save_browser(data: dict,  # from `retrieval_browser_data`
+                 name: str,  # `<notebook stem>_<what>`
+                 out_dir=None,  # folder; default `figures/` (refused under tests)
+                ) -> Path:
+    "Write the browser's data as `<name>.npz` (`vlkd.utils.save_arrays`); return the path."
+    return save_arrays(name, out_dir, {k: data[k] for k in _BROWSER_META}, **{k: v for k, v in data.items() if k not in _BROWSER_META})
+
+def load_browser(path  # a file written by `save_browser`
+                ) -> dict:
+    "The data of `save_browser`, as `retrieval_browser_data` returned it."
+    arrays, meta = load_arrays(path); return arrays | meta
+
 # %% ../nbs/07_retrieval.ipynb #c020
 def _chance_metrics(n_img, per, dim, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -109,13 +162,14 @@ def _chance_metrics(n_img, per, dim, seed=0):
 def reproduce(out_dir=None,  # folder; default figures/
               tiny: bool = False,  # tiny configs: a smoke run in seconds
              ) -> list[Path]:
-    "Write `07_retrieval_table1.md/.json`, `07_retrieval_example.png` and `07_retrieval_ranks.png`."
+    "Write `07_retrieval_table1.md/.json`, `07_retrieval_example.png`, `07_retrieval_ranks.png` and the browser's `07_retrieval_browser.npz`."
     import matplotlib.pyplot as plt
     dim = 64 if tiny else 512
     chance = table1_row(f'random unit vectors, {dim}-d (chance)', _chance_metrics(5000, 5, dim), _chance_metrics(1000, 5, dim))
     paths = [save_table(table1([chance]), '07_retrieval_table1', out_dir, meta=dict(note='reported rows copied from 001 Table 1'))]
     cfg = ClipConfig.tiny() if tiny else ClipConfig()
     rows, fig_ex, fig_r = retrieval_example(cfg, n_test=64 if tiny else 500, smoke=tiny)
-    paths += [save_figure(fig_ex, '07_retrieval_example', out_dir), save_figure(fig_r, '07_retrieval_ranks', out_dir)]
+    paths += [save_figure(fig_ex, '07_retrieval_example', out_dir), save_figure(fig_r, '07_retrieval_ranks', out_dir),
+              save_browser(retrieval_browser(cfg, n_test=64 if tiny else 500, smoke=tiny), '07_retrieval_browser', out_dir)]
     plt.close(fig_ex); plt.close(fig_r)
     return paths

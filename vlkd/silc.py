@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
-from .utils import set_seed, save_figure, save_table
+from .utils import set_seed, save_figure, save_table, save_arrays, load_arrays
 from .losses import clip_loss, siglip_loss, DINOLoss
 from .encoders import vit_encoder, bert_encoder, bert_tokenizer, TwoTower
 from .data import WorldConfig, MultiCrop, mix_seed, normalize
@@ -28,7 +28,8 @@ __all__ = ['SILC_SITE', 'ARMS', 'METRICS', 'STUDENT_ROWS', 'TABLE2', 'TABLE1', '
            'SMOKE', 'SiLCConfig', 'DINOHead', 'SiLCModel', 'make_silc_model', 'silc_batches', 'image_text_loss',
            'teacher_stats', 'silc_step', 'train_silc', 'segment_objects', 'evaluate_silc', 'few_shot_split',
            'arm_config', 'AblationConfig', 'SiLCAblation', 'run_silc_ablation', 'ablation_table', 'claim_source',
-           'silc_verdicts', 'plot_segmentation', 'plot_teacher', 'scale_study', 'reproduce']
+           'silc_verdicts', 'segmentation_maps', 'plot_segmentation', 'plot_segmentation_maps',
+           'save_segmentation_maps', 'load_segmentation_maps', 'plot_teacher', 'scale_study', 'reproduce']
 
 # %% ../nbs/05_silc.ipynb #c005
 @dataclass
@@ -363,6 +364,43 @@ def silc_verdicts(rows: list[dict],  # per-run rows (arm, seed, METRICS), e.g. `
 _SEG_COLOURS = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
                          [145, 30, 180], [70, 240, 240], [240, 50, 230], [128, 128, 128]]) / 255  # the last: a tied pixel
 
+def segmentation_maps(models: dict,  # name -> model with encode_image_tokens / encode_text
+                      test: WorldTensors, idx=(0, 1, 2, 3, 4, 5),
+                      scores: dict | None = None,  # name -> its mIoU on the whole test split
+                      seed: int | None = None,  # the seed the models were trained with
+                      title: str | None = None,  # e.g. 'smoke run (tiny config)'
+                     ) -> dict:
+    "Test images (uint8, (n, H, W, 3)), ground truth (n, H, W) and each model's zero-shot segmentation (-1: a tie), with what labels them."
+    idx, tok = [int(i) for i in idx], bert_tokenizer()
+    preds = {n: segment_objects(m, test.images[idx], zero_shot_classifier(m, test.class_names, test.prompt_templates, tok)).numpy().astype(np.int8)
+             for n, m in models.items()}
+    return dict(images=test.images[idx].permute(0, 2, 3, 1).numpy(), target=test.masks[idx].numpy(), preds=preds, index=idx,
+                class_names=list(test.seg_class_names), scores=dict(scores or {}), seed=seed, title=title, n_test=len(test))
+
+def _map_rgb(maps: dict, r: int, column: str) -> np.ndarray:
+    "RGB of one cell: 'image', 'ground truth', or a model's prediction (background pixels greyed, ties grey)."
+    gt = maps['target'][r].astype(int)
+    if column == 'image': return maps['images'][r] / 255
+    if column == 'ground truth': return _SEG_COLOURS[gt]
+    p = maps['preds'][column][r].astype(int); c = _SEG_COLOURS[np.where(p < 0, len(_SEG_COLOURS) - 1, p)]
+    return np.where((gt == 0)[..., None], 0.35 + 0.3 * c, c)
+
+def _draw_maps(maps: dict, rows, names: list) -> plt.Figure:
+    "Rows of `maps` (image, ground truth, the named models), titled and with the class legend."
+    rows, seed, scores, title = list(rows), maps['seed'], maps['scores'], maps['title']
+    heads = [n + ''.join([f'\nseed {seed}' if seed is not None else '', f' · mIoU {scores[n]:.1f}' if n in scores else '']) for n in names]
+    fig, axs = plt.subplots(len(rows), 2 + len(names), figsize=(1.9 * (2 + len(names)), 1.7 * len(rows) + 0.4), squeeze=False)
+    for i, r in enumerate(rows):
+        for c, col in enumerate(['image', 'ground truth', *names]):
+            axs[i, c].imshow(_map_rgb(maps, r, col), interpolation='nearest'); axs[i, c].set_xticks([]); axs[i, c].set_yticks([])
+            if i == 0: axs[i, c].set_title(['image', 'ground truth', *heads][c], fontsize=7)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=_SEG_COLOURS[k]) for k in range(len(maps['class_names']))]
+    fig.legend(handles, maps['class_names'], loc='lower center', ncol=5, fontsize=7, frameon=False)
+    if scores: title = ' · '.join(filter(None, [title, f"mIoU over the 8 object classes of all {maps['n_test']} test images"]))
+    if title: fig.suptitle(title, fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
 def plot_segmentation(models: dict,  # name -> model with encode_image_tokens / encode_text
                       test: WorldTensors, idx=(0, 1, 2, 3, 4, 5),
                       scores: dict | None = None,  # name -> its mIoU on the whole test split, shown over its column
@@ -370,22 +408,32 @@ def plot_segmentation(models: dict,  # name -> model with encode_image_tokens / 
                       title: str | None = None,  # e.g. 'smoke run (tiny config)'
                      ) -> plt.Figure:
     "Rows: test images; columns: image, ground truth, each model's zero-shot segmentation (background pixels greyed)."
-    idx = list(idx); gt, tok, tie = test.masks[idx].long(), bert_tokenizer(), len(_SEG_COLOURS) - 1
-    preds = {n: segment_objects(m, test.images[idx], zero_shot_classifier(m, test.class_names, test.prompt_templates, tok)) for n, m in models.items()}
-    heads = [n + ''.join([f'\nseed {seed}' if seed is not None else '', f' · mIoU {scores[n]:.1f}' if scores and n in scores else '']) for n in models]
-    fig, axs = plt.subplots(len(idx), 2 + len(models), figsize=(1.9 * (2 + len(models)), 1.7 * len(idx) + 0.4), squeeze=False)
-    for r in range(len(idx)):
-        cols = [test.float_images(idx[r]).permute(1, 2, 0).numpy(), _SEG_COLOURS[gt[r].numpy()]]
-        cols += [np.where((gt[r] == 0).numpy()[..., None], 0.35 + 0.3 * c, c) for c in (_SEG_COLOURS[torch.where(p[r] < 0, tie, p[r]).numpy()] for p in preds.values())]
-        for c, im in enumerate(cols):
-            axs[r, c].imshow(im, interpolation='nearest'); axs[r, c].set_xticks([]); axs[r, c].set_yticks([])
-            if r == 0: axs[r, c].set_title(['image', 'ground truth', *heads][c], fontsize=7)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=_SEG_COLOURS[i]) for i in range(len(test.seg_class_names))]
-    fig.legend(handles, test.seg_class_names, loc='lower center', ncol=5, fontsize=7, frameon=False)
-    if scores: title = ' · '.join(filter(None, [title, f'mIoU over the 8 object classes of all {len(test)} test images']))
-    if title: fig.suptitle(title, fontsize=8)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    return fig
+    return _draw_maps(segmentation_maps(models, test, idx, scores, seed, title), range(len(idx)), list(models))
+
+def plot_segmentation_maps(maps: dict,  # from `segmentation_maps` or `load_segmentation_maps`
+                           image: int = 0,  # row of `maps` (the test image `maps['index'][image]`)
+                           models=None,  # a model name, a list of names, or None: every model
+                          ) -> plt.Figure:
+    "One test image: the image, its ground truth and the zero-shot segmentation of the chosen models."
+    if not 0 <= image < len(maps['images']): raise ValueError(f"image must be in [0, {len(maps['images'])}), got {image}")
+    names = list(maps['preds']) if models is None else [models] if isinstance(models, str) else list(models)
+    unknown = [n for n in names if n not in maps['preds']]
+    if unknown: raise ValueError(f"models {unknown} not in the maps; choose from {list(maps['preds'])}")
+    return _draw_maps(maps, [image], names)
+
+def save_segmentation_maps(maps: dict,  # from `segmentation_maps`
+                           name: str,  # `<notebook stem>_<what>`
+                           out_dir=None,  # folder; default `figures/` (refused under tests)
+                          ) -> Path:
+    "Write `maps` as `<name>.npz` (arrays, plus the labels as JSON text); return the path."
+    names = list(maps['preds']); meta = {k: maps[k] for k in ('index', 'class_names', 'scores', 'seed', 'title', 'n_test')} | dict(models=names)
+    return save_arrays(name, out_dir, meta, images=maps['images'], target=maps['target'], **{f'pred_{k}': maps['preds'][n] for k, n in enumerate(names)})
+
+def load_segmentation_maps(path  # a file written by `save_segmentation_maps`
+                          ) -> dict:
+    "The maps of `save_segmentation_maps`, as `segmentation_maps` returned them."
+    a, meta = load_arrays(path)
+    return dict(images=a['images'], target=a['target'], preds={n: a[f'pred_{k}'] for k, n in enumerate(meta.pop('models'))}, **meta)
 
 # %% ../nbs/05_silc.ipynb #c050
 def plot_teacher(histories: dict,  # name -> History of a SiLC run (with the collapse-guard logs)
@@ -425,16 +473,17 @@ def scale_study(cfg: AblationConfig,
 SMOKE = 'smoke run (tiny config)'
 
 def _figures(res: SiLCAblation, out_dir, title) -> list[Path]:
-    "The segmentation maps and the collapse-guard curves of the first seed."
+    "The segmentation maps (figure, and 16 images as `.npz` for the interactive figure) and the collapse-guard curves of the first seed."
     s = res.config.seeds[0]; arms = ['CLIP', '+ self-dist (SiLC-C)', 'SigLIP', 'SiLC-S']
     scores = {r['arm']: r['seg_mIoU'] for r in res.rows if r['seed'] == s}
-    figs = {'05_silc_segmentation': plot_segmentation({a: res.models[a, s] for a in arms}, res.test, scores=scores, seed=s, title=title),
+    maps = segmentation_maps({a: res.models[a, s] for a in arms}, res.test, range(16), scores, s, title)  # the figure shows the first 6
+    figs = {'05_silc_segmentation': _draw_maps(maps, range(6), arms),
             '05_silc_teacher': plot_teacher({'SiLC-C, fixed λ': res.histories['+ self-dist (SiLC-C)', s],
                                              'SiLC-C, cosine λ → 1 (1 seed, illustration)': res.histories['SiLC-C, cosine λ → 1', s],
                                              'SiLC-S, fixed λ': res.histories['SiLC-S', s]}, title=title)}
     paths = [save_figure(f, name, out_dir) for name, f in figs.items()]
     for f in figs.values(): plt.close(f)
-    return paths
+    return paths + [save_segmentation_maps(maps, '05_silc_segmentation', out_dir)]
 
 def reproduce(out_dir=None, tiny: bool = False) -> list[Path]:
     "Run the ablation over seeds; write the tables (05_silc_table1/2/runs/scale), the verdicts and the figures."

@@ -123,9 +123,10 @@ def plot_schedules(cfg: TrainConfig | None = None,  # the run to draw; default T
     s = np.arange(cfg.steps)
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3))
     a.plot(s, [lr_schedule(t, cfg.steps, cfg.warmup_frac, cfg.min_lr_frac) for t in s])
-    a.set(xlabel='step', ylabel='lr / peak lr', title=f'warmup {cfg.warmup_frac:.0%} + cosine')
+    a.set(xlabel='step', ylabel='lr / peak lr', ylim=(0, 1.05), title=f'warmup {cfg.warmup_frac:.0%} + cosine to {cfg.min_lr_frac:g}')
     for kind in _SCHEDULES: b.plot(s, [momentum_schedule(kind, cfg.ema_momentum, t, cfg.steps) for t in s], label=kind)
-    b.set(xlabel='step', ylabel='EMA momentum λ', title='teacher momentum'); b.legend()
+    b.set(xlabel='step', ylabel='EMA momentum λ', ylim=(min(0.98, cfg.ema_momentum) - 0.002, 1.0005), title=f'teacher momentum from λ0 = {cfg.ema_momentum:g}')
+    b.legend()
     fig.tight_layout()
     return fig
 

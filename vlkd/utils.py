@@ -14,7 +14,8 @@ import torch.distributed as dist
 
 # %% auto #0
 __all__ = ['set_seed', 'in_test', 'figures_dir', 'save_figure', 'markdown_table', 'ConfigTable', 'config_table', 'save_table',
-           'load_table', 'mean_std', 'world_info', 'gather_features', 'hub_reachable', 'offline_note']
+           'load_table', 'save_arrays', 'load_arrays', 'mean_std', 'world_info', 'gather_features', 'hub_reachable',
+           'offline_note']
 
 # %% ../nbs/000_utils.ipynb #c005
 def set_seed(seed: int = 0,  # the seed for python, numpy and torch
@@ -138,6 +139,23 @@ def load_table(name: str,  # `<notebook stem>_<what>`
     if not path.exists(): raise FileNotFoundError(f"{path} is missing: run `make reproduce` to produce it")
     try: return json.loads(path.read_text())['rows']
     except (json.JSONDecodeError, KeyError) as e: raise ValueError(f"{path} is corrupt: {e}") from e
+
+# %% ../nbs/000_utils.ipynb #c015aa
+def save_arrays(name: str,  # `<notebook stem>_<what>`
+                out_dir=None,  # folder; default `figures_dir()` (refused under tests)
+                meta: dict | None = None,  # JSON-able labels stored with the arrays
+                **arrays) -> Path:  # numpy arrays (or tensors) by name
+    "Write `arrays` and `meta` to `<name>.npz` (compressed, no pickles); return the path."
+    path = _out_path(name, '.npz', out_dir)
+    np.savez_compressed(path, _meta=np.array(json.dumps(meta or {})), **{k: np.asarray(v) for k, v in arrays.items()})
+    return path
+
+def load_arrays(path  # a file written by `save_arrays`
+               ) -> tuple[dict, dict]:
+    "(arrays, meta) of a file written by `save_arrays`; a clear error if it has not been produced yet."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"{path} is missing: run `make reproduce` to produce it")
+    with np.load(path, allow_pickle=False) as f: return {k: f[k] for k in f.files if k != '_meta'}, json.loads(str(f['_meta']))
 
 # %% ../nbs/000_utils.ipynb #c017
 def mean_std(values,  # numbers from runs with different seeds
