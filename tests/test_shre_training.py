@@ -1,4 +1,4 @@
-"vlkd.shre: the timm teacher fails clearly offline, a short SHRe run beats an untrained student's median rank, and a tiny reproduce writes only to its out_dir."
+"vlkd.shre: the timm teacher fails clearly offline, a short SHRe run beats an untrained student's median rank, and a tiny reproduce (sweep on the validation split, ablation) writes only to its out_dir."
 import json, os, subprocess, sys
 from pathlib import Path
 import torch
@@ -38,12 +38,16 @@ def test_tiny_reproduce_writes_verdicts_only_to_out_dir(tmp_path, monkeypatch):
     monkeypatch.setenv('VLKD_CACHE', str(cache))  # a tiny run must not fill the teacher cache
     before = {p: p.stat().st_mtime for p in figures.glob('*')}
     paths = reproduce(out_dir=tmp_path / 'out', tiny=True)
-    assert sorted(p.name for p in paths) == ['03_shre_alignment.png', '03_shre_curves.png', '03_shre_retrieval.md', '03_shre_verdicts.json']
+    assert sorted(p.name for p in paths) == ['03_shre_alignment.png', '03_shre_curves.png', '03_shre_retrieval.md', '03_shre_sweep.md',
+                                            '03_shre_sweep.png', '03_shre_verdicts.json']
     assert all(p.parent == tmp_path / 'out' and p.exists() for p in paths)
     rows = load_verdicts('03_shre', tmp_path / 'out')  # checked: every verdict is the one its CI and gates give
     assert len(rows) == 10 and {tuple(r['arms']) for r in rows} == {('both', 'kl'), ('both', 'rank'), ('both', 'untrained')}
     assert all(r['gates'][0]['threshold'] == 90.0 for r in rows)
     meta = json.loads((tmp_path / 'out' / '03_shre_retrieval.json').read_text())['meta']
     assert meta['smoke_run'] and len(meta['runs']) == 4 and meta['teacher_top1'] == rows[0]['gates'][0]['value']
+    sweep = json.loads((tmp_path / 'out' / '03_shre_sweep.json').read_text())
+    assert [r['rank_weight'] for r in sweep['rows']] == [0.0, 1.0, 992.0] and sweep['meta']['split'] == 'val'  # Eq. 31 at B = 32: 32·31
+    assert meta['rank_weight'] in (1.0, 992.0)
     assert not cache.exists() or not any(cache.iterdir()), list(cache.iterdir())
     assert before == {p: p.stat().st_mtime for p in figures.glob('*')}, 'a tiny run wrote into figures/'

@@ -9,12 +9,13 @@ from dataclasses import dataclass, field, replace, asdict
 from pathlib import Path
 from typing import NamedTuple
 import torch
+from tqdm.auto import tqdm
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
-from .utils import set_seed, save_figure, save_table
+from .utils import set_seed, save_figure, save_table, config_table
 from .losses import kd_loss, ranking_loss
-from .encoders import vit_encoder, bert_encoder, bert_tokenizer, from_hub
+from .encoders import vit_encoder, bert_encoder, bert_tokenizer, from_hub, conv_encoder, ConvEncoder
 from .data import WorldConfig, CaptionWorld, normalize, tokenize
 from .train import TrainConfig, fit, cached, cache_site
 from .clip import WorldTensors, contrastive_batches
@@ -22,59 +23,90 @@ from .evaluate import (ImageClassifier, ClassifierConfig, train_classifier, labe
                            embed_split, retrieval_metrics, chunked_median_rank, summarize, paired, gate, verdict_row, save_verdicts)
 
 # %% auto #0
-__all__ = ['METRICS', 'TeacherConfig', 'SHReConfig', 'timm_teacher', 'make_teacher', 'train_teacher', 'SharedOutput',
-           'SHReStudent', 'make_student', 'shre_loss', 'shre_batches', 'train_shre', 'caption_tokenizer',
-           'first_captions', 'shre_metrics', 'evaluate_shre', 'project_pairs', 'alignment_pairs', 'plot_alignment',
-           'SHReResult', 'run_shre_experiment', 'plot_curves', 'shre_verdicts', 'reproduce']
+__all__ = ['SWEEP_METRICS', 'METRICS', 'TeacherConfig', 'eq31_weight', 'SHReConfig', 'sweep_points', 'timm_teacher',
+           'make_teacher', 'train_teacher', 'SharedOutput', 'SHReStudent', 'make_student', 'shre_loss', 'shre_batches',
+           'train_shre', 'student_key', 'cached_student', 'caption_tokenizer', 'first_captions', 'shre_metrics',
+           'evaluate_shre', 'project_pairs', 'alignment_pairs', 'plot_alignment', 'sweep_label', 'run_sweep',
+           'best_weight', 'SHReResult', 'run_shre_experiment', 'plot_curves', 'plot_sweep', 'shre_verdicts',
+           'reproduce']
 
 # %% ../nbs/03_shre.ipynb #c006
+_TEACHER_ARCHS = ('cnn', 'vit')
+
 @dataclass
 class TeacherConfig:
     world: WorldConfig = field(default_factory=lambda: WorldConfig(img_size=32, label_by='shape_colour'))  # 64 classes
     n_train: int = 8000  # labelled training images (the student's training split)
-    depth: int = 3  # ViT blocks
-    width: int = 64  # ViT width
-    patch_size: int = 8  # 32x32 images -> 16 patches
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400, batch_size=128, lr=2e-3, weight_decay=0.05,
-                                                                  warmup_frac=0.05, grad_clip=1.0, log_every=50))
+    arch: str = 'cnn'  # 'cnn' (`conv_encoder`, the classifier recipe of 01c) or 'vit' (the chapter's earlier teacher)
+    conv_widths: tuple = (32, 64, 128)  # CNN stage widths, two 3x3 convolutions each (arch='cnn')
+    depth: int = 3  # ViT blocks (arch='vit')
+    width: int = 64  # ViT width (arch='vit')
+    patch_size: int = 8  # ViT patch: 32x32 images -> 16 patches (arch='vit')
+    train: TrainConfig = field(default_factory=lambda: replace(ClassifierConfig().train, progress=True, log_every=50))  # AdamW one-cycle, 1000 steps, batch 128
+    flip: bool = True  # random horizontal flips (ClassifierConfig's default; the 64 labels do not say left or right)
     seed: int = 0  # initialisation seed
+
+    def __post_init__(self):
+        if self.arch not in _TEACHER_ARCHS: raise ValueError(f"arch must be one of {_TEACHER_ARCHS}, got {self.arch!r}")
 
     @classmethod
     def tiny(cls, **kw):
-        return cls(**{**dict(n_train=256, depth=1, width=64, train=TrainConfig.tiny(steps=30, batch_size=32, lr=2e-3, progress=False)), **kw})
+        return cls(**{**dict(n_train=256, conv_widths=(8, 16, 32), depth=1, width=64,
+                             train=TrainConfig.tiny(steps=30, batch_size=32, lr=2e-3, progress=False)), **kw})
 
 # %% ../nbs/03_shre.ipynb #c007
 _ARMS = {'kl': (1.0, 0.0), 'rank': (0.0, 1.0), 'both': (1.0, 1.0)}  # arm -> (KL on, ranking on)
+_IMAGE_ARCHS = ('cnn', 'vit')
+
+def eq31_weight(batch_size: int  # B, pairs per batch
+               ) -> float:
+    "B(B−1): the `rank_weight` at which our mean ranking term equals Eq. 30's sum, i.e. the weighting of Eq. 31."
+    if batch_size < 2: raise ValueError(f"batch_size must be >= 2 for a ranking loss, got {batch_size}")
+    return float(batch_size * (batch_size - 1))
 
 @dataclass
 class SHReConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)  # the supervised image teacher (and the data world)
-    width: int = 64  # width D of both encoders; the shared encoder reads their D-dim [CLS]
-    image_depth: int = 2  # ViT blocks of f_v
+    image_arch: str = 'cnn'  # f_v: 'cnn' (`conv_encoder(conv_widths)`) or 'vit' (`image_depth` blocks of width `width`)
+    conv_widths: tuple = (16, 32, 64)  # stage widths of the CNN f_v (image_arch='cnn'); the last is its width and must equal `width`
+    width: int = 64  # width D of both encoders; the shared encoder reads their D-dim [CLS] (CNN: mean of its tokens)
+    image_depth: int = 2  # ViT blocks of f_v (image_arch='vit')
     text_depth: int = 2  # BERT-style blocks of f_w
     shared_depth: int = 3  # linear layers of s (SHRe: 3); the last one outputs class logits
     shared_width: int = 256  # width of the hidden layers of s
     tau: float = 1.0  # KD temperature; τ = 1 is the KL of Eq. 28
     kd_weight: float = 1.0  # weight of L_KD (Eq. 28)
-    rank_weight: float = 1.0  # weight of L_Rank (Eq. 30), here a mean over the B(B-1) pairs (Eq. 30 sums)
+    rank_weight: float = 1.0  # weight of L_Rank, a mean over the B(B-1) pairs: B(B-1) (`eq31_weight`) is Eq. 31's sum; the sweep's best replaces it
     margin: float = 0.2  # Δ of Eq. 30
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=128, lr=1e-3, weight_decay=0.05,
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=128, lr=2e-3, weight_decay=0.05,
                                                                   warmup_frac=0.05, grad_clip=1.0, progress=False))
+    sweep_weights: tuple = (1.0, 32.0, 1024.0)  # rank weights tried with arm 'both' on the validation split; 0 (KL only) and eq31_weight(B) are always added
+    sweep_seeds: tuple = (0,)  # seeds of the sweep
+    n_val: int = 1000  # validation images (the sweep's split; never the test split)
+    eval_every: int = 100  # steps between validation measurements of the sweep runs (their learning curves)
     n_test: int = 5000  # held-out test images, 5 captions each
     chunk: int = 1000  # images per chunk of SHRe's median-rank protocol (Table 2: 1K of 5K)
     arms: tuple = ('kl', 'rank', 'both')  # ablation arms; an untrained student is always measured too
-    seeds: tuple = (0, 1, 2)  # student seeds (mean ± std; the pairs of the verdicts)
+    seeds: tuple = (0, 1, 2, 3, 4)  # student seeds (mean ± std; the pairs of the verdicts)
     teacher_gate: float = 90.0  # competence gate: the teacher's top-1 (%) on the held-out images, fixed before running
 
     def __post_init__(self):
         if self.shared_depth < 2: raise ValueError(f"shared_depth must be >= 2 (a hidden layer for the ranking loss), got {self.shared_depth}")
         if unknown := set(self.arms) - set(_ARMS): raise ValueError(f"unknown arms {sorted(unknown)}; choose from {list(_ARMS)}")
-        if self.n_test % self.chunk: raise ValueError(f"n_test={self.n_test} must be a multiple of chunk={self.chunk}")
+        if self.n_test % self.chunk or self.n_val % self.chunk: raise ValueError(f"n_test={self.n_test} and n_val={self.n_val} must each be a multiple of chunk={self.chunk}")
+        if self.image_arch not in _IMAGE_ARCHS: raise ValueError(f"image_arch must be one of {_IMAGE_ARCHS}, got {self.image_arch!r}")
+        if self.image_arch == 'cnn' and self.conv_widths[-1] != self.width: raise ValueError(f"conv_widths[-1]={self.conv_widths[-1]} must equal width={self.width}")
+        if any(w <= 0 for w in self.sweep_weights): raise ValueError(f"sweep_weights must be > 0 (0, KL only, is always added), got {self.sweep_weights}")
 
     @classmethod
     def tiny(cls, **kw):
-        return cls(**{**dict(teacher=TeacherConfig.tiny(), width=32, image_depth=1, text_depth=1, shared_width=64,
-                             train=TrainConfig.tiny(steps=30, batch_size=32, lr=2e-3), n_test=100, chunk=50, seeds=(0,)), **kw})
+        return cls(**{**dict(teacher=TeacherConfig.tiny(), conv_widths=(8, 16, 32), width=32, image_depth=1, text_depth=1, shared_width=64,
+                             train=TrainConfig.tiny(steps=30, batch_size=32, lr=2e-3, progress=False), sweep_weights=(1.0,),
+                             n_val=100, eval_every=15, n_test=100, chunk=50, seeds=(0,)), **kw})
+
+def sweep_points(cfg: SHReConfig) -> list[float]:
+    "The rank weights of the sweep: 0 (KL only), `cfg.sweep_weights` and Eq. 31's `eq31_weight(B)`, sorted."
+    return sorted({0.0, *map(float, cfg.sweep_weights), eq31_weight(cfg.train.batch_size)})
 
 # %% ../nbs/03_shre.ipynb #c010
 class _Resize(nn.Module):
@@ -92,24 +124,25 @@ def timm_teacher(name: str = 'resnet50.a1_in1k',  # a timm ImageNet classifier, 
 
 # %% ../nbs/03_shre.ipynb #c014
 def make_teacher(cfg: TeacherConfig) -> ImageClassifier:
-    "An untrained ViT classifier over the world's classes (seeded by `cfg.seed`)."
+    "An untrained classifier over the world's classes: the CNN (`conv_encoder`) or a ViT, seeded by `cfg.seed`."
     set_seed(cfg.seed)
-    enc = vit_encoder('tiny', img_size=cfg.world.img_size, patch_size=cfg.patch_size, depth=cfg.depth,
-                      width=cfg.width, heads=max(1, cfg.width // 64))
+    enc = conv_encoder(cfg.conv_widths) if cfg.arch == 'cnn' else vit_encoder(
+        'tiny', img_size=cfg.world.img_size, patch_size=cfg.patch_size, depth=cfg.depth, width=cfg.width, heads=max(1, cfg.width // 64))
     return ImageClassifier(enc, CaptionWorld(cfg.world, 'train', 1).num_classes)
 
 def train_teacher(cfg: TeacherConfig,  # what to train
                   data: WorldTensors | None = None,  # the rendered training split; rendered here when None
                   folder=None,  # cache folder; default `vlkd.train.cache_dir()`
                  ) -> ImageClassifier:
-    "The supervised teacher g: `train_classifier` without flips (or loaded from the cache), frozen, in eval mode."
+    "The supervised teacher g: `train_classifier` (flips as `cfg.flip`), or loaded from the cache; frozen, in eval mode."
     def train_fn(model):
         d = data if data is not None else WorldTensors(cfg.world, 'train', cfg.n_train)
-        model.history = train_classifier(model, d.images, d.labels, ClassifierConfig(train=cfg.train, flip=False))
+        model.history = train_classifier(model, d.images, d.labels, ClassifierConfig(train=cfg.train, flip=cfg.flip))
         model.zero_grad(set_to_none=True)  # no gradient left over from its own training
     return cached(cfg, lambda: make_teacher(cfg), train_fn, name='shre-teacher', folder=folder, site=_TEACHER_SITE).requires_grad_(False)
 
-_TEACHER_SITE = cache_site('shre-teacher', 2, '889ee62466d6', train_teacher, make_teacher, train_classifier, labelled_batches, ImageClassifier)
+_TEACHER_SITE = cache_site('shre-teacher', 3, 'ffea046a743b', train_teacher, make_teacher, train_classifier, labelled_batches, ImageClassifier,
+                           conv_encoder, ConvEncoder.__init__, ConvEncoder.forward)
 
 # %% ../nbs/03_shre.ipynb #c019
 class SharedOutput(NamedTuple):
@@ -142,10 +175,10 @@ class SHReStudent(nn.Module):
     def encode_text(self, input_ids, attention_mask=None): return F.normalize(self.forward_text(input_ids, attention_mask).rep, dim=-1)
 
 def make_student(cfg: SHReConfig, num_classes: int, seed: int = 0) -> SHReStudent:
-    "An untrained student as described by `cfg`, seeded by `seed`."
+    "An untrained student as described by `cfg` (f_v a CNN or a ViT), seeded by `seed`."
     set_seed(seed); heads = max(1, cfg.width // 64)
-    image = vit_encoder('tiny', img_size=cfg.teacher.world.img_size, patch_size=cfg.teacher.patch_size,
-                        depth=cfg.image_depth, width=cfg.width, heads=heads)
+    image = conv_encoder(cfg.conv_widths) if cfg.image_arch == 'cnn' else vit_encoder(
+        'tiny', img_size=cfg.teacher.world.img_size, patch_size=cfg.teacher.patch_size, depth=cfg.image_depth, width=cfg.width, heads=heads)
     text = bert_encoder('tiny', depth=cfg.text_depth, width=cfg.width, heads=heads)
     return SHReStudent(image, text, num_classes, cfg.shared_depth, cfg.shared_width)
 
@@ -177,6 +210,7 @@ def train_shre(cfg: SHReConfig,  # student, loss and training settings
                logits: torch.Tensor,  # (N, C) teacher logits of its images (`teacher_logits`)
                arm: str = 'both',  # 'kl', 'rank' or 'both'
                seed: int = 0,  # student seed (initialisation and batch order)
+               validate=None,  # optional validate(model) -> dict, every `cfg.eval_every` steps (see `fit`)
               ) -> SHReStudent:
     "Train a student with one arm's loss; the history is attached as `.history`; returns it in eval mode."
     if arm not in _ARMS: raise ValueError(f"arm must be one of {list(_ARMS)}, got {arm!r}")
@@ -184,8 +218,35 @@ def train_shre(cfg: SHReConfig,  # student, loss and training settings
     model = make_student(cfg, logits.shape[1], seed)
     step = lambda m, b: shre_loss(*m(b['images'], b['input_ids'], b['attention_mask']), b['teacher_logits'], cfg.margin,
                                   kd_on * cfg.kd_weight, rank_on * cfg.rank_weight, cfg.tau)
-    model.history = fit(model, step, shre_batches(data, logits, cfg.train.batch_size, seed), replace(cfg.train, seed=seed))
+    tcfg = replace(cfg.train, seed=seed, eval_every=cfg.eval_every if validate else 0)
+    model.history = fit(model, step, shre_batches(data, logits, cfg.train.batch_size, seed), tcfg, validate=validate)
     return model.eval()
+
+# %% ../nbs/03_shre.ipynb #c030b
+_NOT_WEIGHTS = ('arms', 'seeds', 'sweep_weights', 'sweep_seeds', 'n_val', 'eval_every', 'n_test', 'chunk', 'teacher_gate')
+
+def student_key(cfg: SHReConfig, arm: str, seed: int) -> dict:
+    "What decides a student's weights: cfg without its experiment fields, the arm's effective loss weights, the seed."
+    if arm not in _ARMS: raise ValueError(f"arm must be one of {list(_ARMS)}, got {arm!r}")
+    kd_on, rank_on = _ARMS[arm]
+    key = {k: v for k, v in asdict(cfg).items() if k not in _NOT_WEIGHTS}
+    return key | dict(kd_weight=kd_on * cfg.kd_weight, rank_weight=rank_on * cfg.rank_weight, seed=seed)
+
+def cached_student(cfg: SHReConfig, data: WorldTensors, logits: torch.Tensor,  # as `train_shre`
+                   arm: str = 'both', seed: int = 0,
+                   folder=None,  # cache folder; default `vlkd.train.cache_dir()`
+                   validate=None,  # see `train_shre` (used only when the student is trained)
+                  ) -> SHReStudent:
+    "`train_shre`, or the same student from the cache (with its `.history`), keyed by `student_key`."
+    def train_fn(model):
+        trained = train_shre(cfg, data, logits, arm, seed, validate)
+        model.load_state_dict(trained.state_dict()); return trained.history
+    return cached(student_key(cfg, arm, seed), lambda: make_student(cfg, logits.shape[1], seed), train_fn,
+                  name='shre-student', folder=folder, site=_STUDENT_SITE)
+
+_STUDENT_SITE = cache_site('shre-student', 1, '2b769a41acb2', train_shre, make_student, shre_loss, shre_batches, SHReStudent.__init__, SHReStudent._shared,
+                           SHReStudent.forward_image, SHReStudent.forward_text, student_key,
+                           conv_encoder, ConvEncoder.__init__, ConvEncoder.forward)
 
 # %% ../nbs/03_shre.ipynb #c033
 def caption_tokenizer(tokenizer=None  # a callable tokenizer; default the BERT uncased one (`bert_tokenizer`)
@@ -263,6 +324,37 @@ def plot_alignment(embeddings: dict,  # title -> dict(image_emb, text_emb) of n 
     fig.tight_layout()
     return fig
 
+# %% ../nbs/03_shre.ipynb #c042a
+SWEEP_METRICS = ('i2t_R@1', 't2i_R@1', 'i2t_medr_1k', 't2i_medr_1k')  # what the sweep measures on the validation split
+
+def sweep_label(weight: float, batch_size: int) -> str:
+    "How a rank weight reads in the sweep table: 'KL only', 'Eq. 31 (sum)' or 'mean × w'."
+    return 'KL only' if weight == 0 else 'Eq. 31 (sum, B(B-1))' if weight == eq31_weight(batch_size) else f'mean × {weight:g}'
+
+def run_sweep(cfg: SHReConfig, data: WorldTensors, logits: torch.Tensor,  # as `train_shre`
+              val: WorldTensors,  # the rendered validation split (never the test split)
+              tokenize=None,  # a `caption_tokenizer`; default a fresh one
+              folder=None,  # cache folder of the students
+             ) -> tuple[list[dict], dict]:
+    "Arm 'both' at every `sweep_points` weight (0: the KL-only student) and sweep seed: (validation rows, (weight, seed) -> History)."
+    tok = tokenize or caption_tokenizer()
+    val_fn = lambda m: {k: v for k, v in evaluate_shre(m, val, cfg.chunk, tok).items() if k in SWEEP_METRICS}
+    rows, hists = [], {}
+    for w, s in tqdm([(w, s) for w in sweep_points(cfg) for s in cfg.sweep_seeds], desc='rank-weight sweep (validation)'):
+        m = cached_student(replace(cfg, rank_weight=w), data, logits, 'both' if w else 'kl', s, folder, val_fn)
+        rows.append(dict(weighting=sweep_label(w, cfg.train.batch_size), rank_weight=w, seed=s, **val_fn(m))); hists[w, s] = m.history
+    return rows, hists
+
+def best_weight(rows: list[dict]  # `run_sweep` rows
+               ) -> float:
+    "The rank weight > 0 with the lowest mean median rank over both directions and the seeds; a tie goes to the higher mean R@1."
+    ws = sorted({r['rank_weight'] for r in rows if r['rank_weight'] > 0})
+    if not ws: raise ValueError("best_weight: no sweep row has rank_weight > 0")
+    def score(w):
+        rs = [r for r in rows if r['rank_weight'] == w]; mean = lambda k: sum(r[f'i2t_{k}'] + r[f't2i_{k}'] for r in rs) / (2 * len(rs))
+        return (mean('medr_1k'), -mean('R@1'))
+    return min(ws, key=score)
+
 # %% ../nbs/03_shre.ipynb #c043
 METRICS = ('i2t_R@1', 'i2t_R@5', 'i2t_R@10', 't2i_R@1', 't2i_R@5', 't2i_R@10', 'i2t_medr_1k', 't2i_medr_1k')  # `shre_metrics`
 
@@ -277,27 +369,31 @@ class SHReResult:
     num_classes: int  # C, the teacher's classes
     test: WorldTensors  # the rendered test split
     tokenize: object  # the `caption_tokenizer` that holds the test captions' tokens
+    sweep: list = field(default_factory=list)  # `run_sweep` rows (validation split)
+    sweep_histories: dict = field(default_factory=dict)  # (rank_weight, seed) -> History with the validation curve
+    rank_weight: float = 1.0  # the rank weight of the ablation (`best_weight` of the sweep)
 
     def summary(self) -> list[dict]:
         "Per arm: n and the mean and `<metric>_std` of every metric over the seeds (`summarize`)."
         return summarize(self.rows, ('arm',), METRICS)
 
 def run_shre_experiment(cfg: SHReConfig,  # the full or `.tiny()` configuration
-                        folder=None,  # teacher cache folder; default `vlkd.train.cache_dir()`
+                        folder=None,  # cache folder of the teacher and the students; default `vlkd.train.cache_dir()`
                        ) -> SHReResult:
-    "Train (or load) the teacher, then every arm with every seed; an untrained student per seed is the random baseline."
-    print(cfg)
-    data, test = WorldTensors(cfg.teacher.world, 'train', cfg.teacher.n_train), WorldTensors(cfg.teacher.world, 'test', cfg.n_test)
+    "Teacher, then the rank-weight sweep on the validation split, then every arm × seed at the best weight on the test split."
+    print(config_table(cfg)); w = cfg.teacher.world
+    data, val, test = (WorldTensors(w, s, n) for s, n in (('train', cfg.teacher.n_train), ('val', cfg.n_val), ('test', cfg.n_test)))
     teacher = train_teacher(cfg.teacher, data, folder); logits, tok = predict(teacher, data.images), caption_tokenizer()
+    sweep, sweep_hist = run_sweep(cfg, data, logits, val, tok, folder) if cfg.sweep_seeds else ([], {})
+    acfg = replace(cfg, rank_weight=best_weight(sweep)) if sweep else cfg
     rows, models, histories = [], {}, {}
-    for seed in cfg.seeds:
-        for arm in ('untrained', *cfg.arms):
-            m = make_student(cfg, logits.shape[1], seed).eval() if arm == 'untrained' else train_shre(cfg, data, logits, arm, seed)
-            rows.append(dict(arm=arm, seed=seed, **evaluate_shre(m, test, cfg.chunk, tok)))
-            if arm != 'untrained': histories[arm, seed] = m.history
-            if seed == cfg.seeds[0]: models[arm] = m
+    for seed, arm in tqdm([(s, a) for s in cfg.seeds for a in ('untrained', *cfg.arms)], desc='SHRe ablation'):
+        m = make_student(cfg, logits.shape[1], seed).eval() if arm == 'untrained' else cached_student(acfg, data, logits, arm, seed, folder)
+        rows.append(dict(arm=arm, seed=seed, **evaluate_shre(m, test, cfg.chunk, tok)))
+        if arm != 'untrained': histories[arm, seed] = m.history
+        if seed == cfg.seeds[0]: models[arm] = m
     top1 = accuracy(predict(teacher, test.images), test.labels)
-    return SHReResult(rows, models, histories, teacher, top1, logits.shape[1], test, tok)
+    return SHReResult(rows, models, histories, teacher, top1, logits.shape[1], test, tok, sweep, sweep_hist, acfg.rank_weight)
 
 # %% ../nbs/03_shre.ipynb #c046
 def plot_curves(histories: dict,  # arm -> vlkd.train.History with logs 'kd' and 'rank'
@@ -308,6 +404,25 @@ def plot_curves(histories: dict,  # arm -> vlkd.train.History with logs 'kd' and
     for arm, h in histories.items():
         for ax, k in zip(axs, ('kd', 'rank')): ax.plot(h.logs[k], label=arm, lw=0.8)
     for ax, t in zip(axs, ('L_KD (Eq. 28)', 'L_Rank (Eq. 30, mean over pairs)')): ax.set(xlabel='step', title=t); ax.legend(fontsize=8)
+    if title: fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/03_shre.ipynb #c046s
+def plot_sweep(histories: dict,  # (rank_weight, seed) -> History whose `val` holds the SWEEP_METRICS (`run_sweep`)
+               batch_size: int,  # B, to name Eq. 31's weight
+               title: str | None = None,  # figure title, e.g. 'smoke run (tiny config)'
+              ) -> plt.Figure:
+    "Validation R@1 and median rank (mean of both directions) over training steps, one line per rank weight and seed."
+    fig, axs = plt.subplots(1, 2, figsize=(8.5, 3))
+    for (w, s), h in sorted(histories.items()):
+        if not h.val_steps: continue
+        for ax, k in zip(axs, ('R@1', 'medr_1k')):
+            ax.plot([t + 1 for t in h.val_steps], [(a + b) / 2 for a, b in zip(h.val[f'i2t_{k}'], h.val[f't2i_{k}'])], marker='o', ms=3, lw=1,
+                    label=f'{sweep_label(w, batch_size)}' + (f' (seed {s})' if s else ''))
+    axs[0].set(xlabel='step', ylabel='R@1 (%), mean of i2t and t2i', title='validation R@1')
+    axs[1].set(xlabel='step', ylabel='median rank of 1K, mean of both', title='validation median rank (lower is better)', yscale='log')
+    axs[0].legend(fontsize=7)
     if title: fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
@@ -339,16 +454,17 @@ def _table_rows(summary: list[dict], digits: int = 1) -> list[dict]:
     return [dict(arm=r['arm'], n=r['n'], **{m: pm(r, m) for m in METRICS}) for r in summary]
 
 def reproduce(out_dir=None,  # folder for figures and tables; default `figures/`
-              tiny: bool = False,  # the `.tiny()` configuration (a smoke run, with a temporary teacher cache)
+              tiny: bool = False,  # the `.tiny()` configuration (a smoke run, with a temporary cache)
              ) -> list[Path]:
-    "Run the ablation; write `03_shre_retrieval.md/.json`, `03_shre_verdicts.json/.md`, `03_shre_alignment.png`, `03_shre_curves.png`."
+    "Sweep and ablation; write `03_shre_{sweep,retrieval,verdicts}.md/.json` and `03_shre_{sweep,alignment,curves}.png`."
     cfg, title = (SHReConfig.tiny(), 'smoke run (tiny config)') if tiny else (SHReConfig(), None)
     with (tempfile.TemporaryDirectory() if tiny else contextlib.nullcontext()) as tmp: res = run_shre_experiment(cfg, folder=tmp)
-    meta = dict(config=asdict(cfg), teacher_top1=res.teacher_top1, teacher_gate=cfg.teacher_gate, smoke_run=tiny, runs=res.rows)
-    paths = [save_table(_table_rows(res.summary()), '03_shre_retrieval', out_dir, meta=meta),
+    meta = dict(config=asdict(cfg), teacher_top1=res.teacher_top1, teacher_gate=cfg.teacher_gate, rank_weight=res.rank_weight, smoke_run=tiny)
+    paths = [save_table(res.sweep, '03_shre_sweep', out_dir, meta=meta | dict(split='val', n_val=cfg.n_val)),
+             save_table(_table_rows(res.summary()), '03_shre_retrieval', out_dir, meta=meta | dict(runs=res.rows)),
              save_verdicts(shre_verdicts(res.rows, res.teacher_top1, res.num_classes, cfg.teacher_gate), '03_shre', out_dir)]
-    fig = plot_alignment(alignment_pairs(res.models, res.test, 150, res.tokenize), res.test.labels[:150], title)
-    paths.append(save_figure(fig, '03_shre_alignment', out_dir)); plt.close(fig)
-    fig = plot_curves({arm: h for (arm, seed), h in res.histories.items() if seed == cfg.seeds[0]}, title)
-    paths.append(save_figure(fig, '03_shre_curves', out_dir)); plt.close(fig)
+    figs = dict(sweep=plot_sweep(res.sweep_histories, cfg.train.batch_size, title),
+                alignment=plot_alignment(alignment_pairs(res.models, res.test, 150, res.tokenize), res.test.labels[:150], title),
+                curves=plot_curves({arm: h for (arm, seed), h in res.histories.items() if seed == cfg.seeds[0]}, title))
+    for k, fig in figs.items(): paths.append(save_figure(fig, f'03_shre_{k}', out_dir)); plt.close(fig)
     return paths
