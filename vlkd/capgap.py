@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_capgap.ipynb #c002
 from __future__ import annotations
-import functools, os, math, tempfile, contextlib
+import functools, json, os, math, tempfile, contextlib
 from dataclasses import dataclass, field, replace, asdict
 from pathlib import Path
 import numpy as np
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from scipy.stats import t as scipy_t
 from tqdm.auto import tqdm
-from .utils import set_seed, save_figure, save_table, in_test, config_table
+from .utils import set_seed, save_figure, save_table, in_test, config_table, figures_dir
 from .losses import hkd_loss
 from .encoders import vit_encoder, conv_encoder, bert_tokenizer
 from .data import WorldConfig, batches_per_epoch, mix_seed, normalize
@@ -29,9 +29,9 @@ __all__ = ['RESNETS', 'CAPGAP_SITE', 'CAPGAP_STUDENT_SITE', 'TEACHER_NAMES', 'Ca
            'plot_overconfidence', 'world_data', 'lowshot_indices', 'distill_batches', 'teacher_logits', 'make_teacher',
            'train_student', 'teacher_name', 'CapGapRun', 'clip_probe', 'probe_curve', 'capacity_runs', 'capacity_table',
            'lowshot_runs', 'plot_lowshot', 'overconfidence_table', 'teacher_curves', 'overconfidence_runs',
-           'overconfidence_summary', 'plot_overconfidence_bands', 'closest_ce_teacher', 'teacher_gate',
-           'knowledge_gate', 'student_verdict', 'gap_slope_verdict', 'overconfidence_verdict', 'capgap_verdicts',
-           'teacher_table', 'reproduce']
+           'overconfidence_summary', 'plot_overconfidence_bands', 'load_pgamma', 'plot_pgamma', 'closest_ce_teacher',
+           'teacher_gate', 'knowledge_gate', 'student_verdict', 'gap_slope_verdict', 'overconfidence_verdict',
+           'capgap_verdicts', 'teacher_table', 'reproduce']
 
 # %% ../nbs/06_capgap.ipynb #c005
 @dataclass
@@ -516,6 +516,37 @@ def plot_overconfidence_bands(rows: list[dict], gammas) -> plt.Figure:
     ax.legend(fontsize=7); fig.tight_layout()
     return fig
 
+# %% ../nbs/06_capgap.ipynb #c055e
+def load_pgamma(out_dir=None  # folder of the committed tables; default `figures/`
+               ) -> tuple[list[dict], list[float]]:
+    "(rows with teacher, seed, teacher_acc, p_curve; the γ grid) of the committed full run (`06_capgap_pgamma.json`'s meta)."
+    path = Path(out_dir or figures_dir()) / '06_capgap_pgamma.json'
+    if not path.exists(): raise FileNotFoundError(f"{path} is missing: run `make reproduce` (or `vlkd-reproduce --only capgap`)")
+    try: meta = json.loads(path.read_text())['meta']; return meta['curves'], list(meta['gammas'])
+    except (json.JSONDecodeError, KeyError, TypeError) as e: raise ValueError(f"{path} is corrupt or has no p(γ) curves: {e}") from e
+
+def plot_pgamma(rows: list[dict],  # per teacher × seed: 'teacher' and 'p_curve' (from `overconfidence_runs` or `load_pgamma`)
+                gammas,  # the γ grid of the curves
+                gamma: float = 0.5,  # where the marker and the bars are (the nearest grid point)
+                teachers=None,  # which teachers to draw; default all
+               ) -> plt.Figure:
+    "p(γ) per teacher (mean over seeds, min-max band) with a marker at γ, and each teacher's p at that γ as bars on [0, 1]."
+    gammas = np.asarray(gammas, float); j = int(np.abs(gammas - gamma).argmin())
+    names = [t for t in dict.fromkeys(r['teacher'] for r in rows) if teachers is None or t in teachers]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw=dict(width_ratios=[3, 2]))
+    at = []
+    for t in names:
+        c = np.array([r['p_curve'] for r in rows if r['teacher'] == t], float); m = np.nanmean(c, 0)
+        line, = ax.plot(gammas, m, 'o-', ms=3, label=f'{t} (n = {len(c)})')
+        if len(c) > 1: ax.fill_between(gammas, np.nanmin(c, 0), np.nanmax(c, 0), color=line.get_color(), alpha=0.2)
+        at.append((t, m[j], line.get_color()))
+    ax.axvline(gammas[j], color='grey', lw=0.8, ls='--')
+    ax.set(xlabel='γ', ylabel='p(γ) = N_err&oc / N_err', ylim=(0, 1.02), xlim=(gammas[0] - 0.02, gammas[-1] + 0.02), title='over-confidence on misclassified test images')
+    if names: ax.legend(fontsize=7)
+    bx.barh(range(len(at)), [v for _, v, _ in at], color=[col for *_, col in at]); bx.set_yticks(range(len(at)), [t for t, *_ in at], fontsize=8)
+    bx.set(xlim=(0, 1), xlabel=f'p(γ = {gammas[j]:g})'); bx.invert_yaxis(); fig.tight_layout()
+    return fig
+
 # %% ../nbs/06_capgap.ipynb #v001
 def closest_ce_teacher(run: CapGapRun, arm: str = 'clip-ft', k: int | None = None) -> str:
     "The CE teacher of `run` whose test top-1 is closest to that of teacher `arm` (the first on a tie)."
@@ -645,10 +676,11 @@ def reproduce(out_dir=None, tiny: bool = False,
     if t5 is not None: tables['table5'] = capacity_table(t5)
     runs = t1.rows + t2.rows + t3.rows + (t5.rows if t5 is not None else [])
     paths = [save_table(t, f'06_capgap_{name}', out_dir, meta) for name, t in tables.items()]
-    paths += [save_table(runs, '06_capgap_runs', out_dir, meta), save_table([{k: v for k, v in r.items() if k != 'p_curve'} for r in oc], '06_capgap_pgamma', out_dir, meta),
+    paths += [save_table(runs, '06_capgap_runs', out_dir, meta), save_table([{k: v for k, v in r.items() if k != 'p_curve'} for r in oc], '06_capgap_pgamma', out_dir,
+                         meta | dict(gammas=list(cfg.gammas), curves=[{k: r[k] for k in ('teacher', 'seed', 'teacher_acc', 'p_curve')} for r in oc])),
               save_verdicts(capgap_verdicts(cfg, t1, t2, t3, t5, oc), '06_capgap', out_dir)]
     for fig, name in ((plot_lowshot(tables['table3'], f'low-shot distillation ({cfg.arch} student)'), 'lowshot'),
-                      (plot_overconfidence_bands(oc, cfg.gammas), 'overconfidence')):
+                      (plot_overconfidence_bands(oc, cfg.gammas), 'overconfidence'), (plot_pgamma(oc, cfg.gammas, cfg.gamma), 'interactive')):
         if smoke: fig.axes[0].set_title(smoke + fig.axes[0].get_title(), fontsize=8)
         paths.append(save_figure(fig, f'06_capgap_{name}', out_dir)); plt.close(fig)
     return paths
