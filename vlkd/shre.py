@@ -4,16 +4,17 @@
 
 # %% ../nbs/03_shre.ipynb #c002
 from __future__ import annotations
-import contextlib, tempfile
+import contextlib, tempfile, textwrap
 from dataclasses import dataclass, field, replace, asdict
 from pathlib import Path
 from typing import NamedTuple
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
-from .utils import set_seed, save_figure, save_table, config_table
+from .utils import set_seed, save_figure, save_table, config_table, save_arrays, load_arrays, figures_dir, in_test
 from .losses import kd_loss, ranking_loss
 from .encoders import vit_encoder, bert_encoder, bert_tokenizer, from_hub, conv_encoder, ConvEncoder
 from .data import WorldConfig, CaptionWorld, normalize, tokenize
@@ -26,9 +27,9 @@ from .evaluate import (ImageClassifier, ClassifierConfig, train_classifier, labe
 __all__ = ['SWEEP_METRICS', 'METRICS', 'TeacherConfig', 'eq31_weight', 'SHReConfig', 'sweep_points', 'timm_teacher',
            'make_teacher', 'train_teacher', 'SharedOutput', 'SHReStudent', 'make_student', 'shre_loss', 'shre_batches',
            'train_shre', 'student_key', 'cached_student', 'caption_tokenizer', 'first_captions', 'shre_metrics',
-           'evaluate_shre', 'project_pairs', 'alignment_pairs', 'plot_alignment', 'sweep_label', 'run_sweep',
-           'best_weight', 'SHReResult', 'run_shre_experiment', 'plot_curves', 'plot_sweep', 'shre_verdicts',
-           'reproduce']
+           'evaluate_shre', 'project_pairs', 'alignment_pairs', 'plot_alignment', 'alignment_data', 'save_pairs',
+           'load_pairs', 'plot_pair', 'sweep_label', 'run_sweep', 'best_weight', 'SHReResult', 'run_shre_experiment',
+           'plot_curves', 'plot_sweep', 'shre_verdicts', 'reproduce']
 
 # %% ../nbs/03_shre.ipynb #c006
 _TEACHER_ARCHS = ('cnn', 'vit')
@@ -324,6 +325,48 @@ def plot_alignment(embeddings: dict,  # title -> dict(image_emb, text_emb) of n 
     fig.tight_layout()
     return fig
 
+# %% ../nbs/03_shre.ipynb #c041b
+def alignment_data(models: dict,  # name -> a model with encode_image/encode_text
+                   test: WorldTensors,  # the rendered test split
+                   n: int = 100,  # the first n images and their first captions
+                   tokenize=None,  # as in `alignment_pairs`
+                  ) -> dict:
+    "What `plot_pair` needs: dict(names, image_emb (M, n, E), text_emb (M, n, E), images (n, 3, H, W) uint8, captions, labels)."
+    e = alignment_pairs(models, test, n, tokenize); n = min(n, len(test))
+    return dict(names=list(e), image_emb=torch.stack([v['image_emb'] for v in e.values()]).numpy(),
+                text_emb=torch.stack([v['text_emb'] for v in e.values()]).numpy(), images=test.images[:n].numpy(),
+                captions=[cs[0] for cs in test.captions[:n]], labels=test.labels[:n].numpy())
+
+def save_pairs(data: dict, name: str = '03_shre_pairs', out_dir=None, title: str = '') -> Path:
+    "`alignment_data` as `<name>.npz` (`vlkd.utils.save_arrays`)."
+    return save_arrays(name, out_dir, dict(names=data['names'], captions=data['captions'], title=title),
+                       **{k: data[k] for k in ('image_emb', 'text_emb', 'images', 'labels')})
+
+def load_pairs(path) -> dict:
+    "The data saved by `save_pairs` (a clear error when the file is missing)."
+    arrays, meta = load_arrays(path)
+    return arrays | meta
+
+def plot_pair(data: dict,  # from `alignment_data` or `load_pairs`
+              i: int = 0,  # the example to follow
+             ) -> plt.Figure:
+    "Example i's image and caption, and per model the 2-D projection with pair i highlighted; titles: its caption's rank (image query) and cosine."
+    n = len(data['captions'])
+    if not 0 <= i < n: raise ValueError(f"example {i} is out of range: {n} pairs")
+    fig, axs = plt.subplots(1, 1 + len(data['names']), figsize=(3.1 * (1 + len(data['names'])), 3.3))
+    axs[0].imshow(np.asarray(data['images'][i]).transpose(1, 2, 0)); axs[0].set_xticks([]); axs[0].set_yticks([])
+    axs[0].set_title('\n'.join(textwrap.wrap(data['captions'][i], 32)), fontsize=8)
+    for ax, name, vi, vt in zip(axs[1:], data['names'], data['image_emb'], data['text_emb']):
+        vi, vt = F.normalize(torch.as_tensor(vi), dim=-1), F.normalize(torch.as_tensor(vt), dim=-1)
+        zi, zt = project_pairs(vi, vt); s = vi[i] @ vt.T
+        rank = int((s > s[i]).sum()) + 1
+        ax.scatter(*zi.T.numpy(), s=6, color='0.75'); ax.scatter(*zt.T.numpy(), s=6, marker='x', color='0.75')
+        ax.plot([zi[i, 0], zt[i, 0]], [zi[i, 1], zt[i, 1]], color='tab:red', lw=1.5)
+        ax.scatter(*zi[i], s=60, color='tab:red', marker='o', label='image'); ax.scatter(*zt[i], s=80, color='tab:red', marker='x', label='caption')
+        ax.set_title(f'{name}\ncaption rank {rank} of {n}, cos {float(s[i]):.2f}', fontsize=8); ax.set_xticks([]); ax.set_yticks([])
+    axs[1].legend(fontsize=7, loc='best'); fig.tight_layout()
+    return fig
+
 # %% ../nbs/03_shre.ipynb #c042a
 SWEEP_METRICS = ('i2t_R@1', 't2i_R@1', 'i2t_medr_1k', 't2i_medr_1k')  # what the sweep measures on the validation split
 
@@ -466,5 +509,7 @@ def reproduce(out_dir=None,  # folder for figures and tables; default `figures/`
     figs = dict(sweep=plot_sweep(res.sweep_histories, cfg.train.batch_size, title),
                 alignment=plot_alignment(alignment_pairs(res.models, res.test, 150, res.tokenize), res.test.labels[:150], title),
                 curves=plot_curves({arm: h for (arm, seed), h in res.histories.items() if seed == cfg.seeds[0]}, title))
+    pairs = alignment_data(res.models, res.test, 100, res.tokenize); paths.append(save_pairs(pairs, out_dir=out_dir, title=title or 'full run'))
+    figs['interactive'] = plot_pair(pairs, 0)
     for k, fig in figs.items(): paths.append(save_figure(fig, f'03_shre_{k}', out_dir)); plt.close(fig)
     return paths
