@@ -10,7 +10,8 @@ with a token, and for each notebook:
 3. moves the first ipywidgets slider in the outputs and checks that the plot image changed
    (`test_widget_moves_plot` skips notebooks that have no slider yet; the skips are the count).
 Then it builds the static site of `make docs` for those notebooks and loads every page, checking
-that every <img> loaded.
+that every <img> loaded. With `VLKD_BROWSER_SHOTS=<folder>` it also saves a screenshot of each notebook's
+first widget cell, after the slider moved, as `<folder>/<stem>_lab.png`.
 
 Kernels get a temporary VLKD_CACHE and Jupyter a temporary home, so nothing outside the clone is
 written. `VLKD_BROWSER_NOTEBOOKS="000_utils 00_losses"` restricts the notebooks (default: all of
@@ -220,6 +221,9 @@ def test_notebook_in_lab(stem, browser, lab, clone):
                 problems.append(f"{stem}: cell {c['index']} ({c['first'][:60]!r}) raised {e['ename']}: {e['evalue'].splitlines()[0] if e['evalue'] else ''}"
                                 f" [{ran} of {len(r['cells'])} code cells ran]")
         found, moved = _move_first_slider(page)
+        if found and os.environ.get('VLKD_BROWSER_SHOTS'):  # a picture of the widget cell after the move, e.g. for the README
+            cell = page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .widget-slider').first.locator('xpath=ancestor::div[contains(@class, "jp-Cell ")][1]')
+            cell.screenshot(path=str(Path(os.environ['VLKD_BROWSER_SHOTS']) / f'{stem}_lab.png'))
         page.evaluate('() => window.jupyterapp.shell.currentWidget.context.save()')
         stray = [l for l in _git_status(clone) if not l.endswith(f'nbs/{stem}.ipynb')]
         if stray: problems.append(f'{stem}: Run All wrote outside the notebook: {stray}')

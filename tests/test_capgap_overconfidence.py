@@ -62,7 +62,7 @@ def test_tiny_reproduce_writes_only_to_out_dir(tmp_path, monkeypatch):
     before = {p: p.stat().st_mtime for p in figures.glob('*')}
     paths = reproduce(out_dir=tmp_path / 'out', tiny=True)
     names = sorted(p.name for p in paths)
-    assert names == ['06_capgap_lowshot.png', '06_capgap_overconfidence.png', '06_capgap_pgamma.md', '06_capgap_probe.md', '06_capgap_runs.md',
+    assert names == ['06_capgap_interactive.png', '06_capgap_lowshot.png', '06_capgap_overconfidence.png', '06_capgap_pgamma.md', '06_capgap_probe.md', '06_capgap_runs.md',
                      *[f'06_capgap_table{i}.md' for i in range(1, 5)], '06_capgap_teachers.md', '06_capgap_verdicts.json'], names  # no Table 5: tiny mobilenet=''
     assert all(p.parent == tmp_path / 'out' and p.exists() for p in paths)
     rows = load_verdicts('06_capgap', tmp_path / 'out')  # checked: every verdict is the one its CI and gates give

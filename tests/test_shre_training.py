@@ -38,8 +38,8 @@ def test_tiny_reproduce_writes_verdicts_only_to_out_dir(tmp_path, monkeypatch):
     monkeypatch.setenv('VLKD_CACHE', str(cache))  # a tiny run must not fill the teacher cache
     before = {p: p.stat().st_mtime for p in figures.glob('*')}
     paths = reproduce(out_dir=tmp_path / 'out', tiny=True)
-    assert sorted(p.name for p in paths) == ['03_shre_alignment.png', '03_shre_curves.png', '03_shre_retrieval.md', '03_shre_sweep.md',
-                                            '03_shre_sweep.png', '03_shre_verdicts.json']
+    assert sorted(p.name for p in paths) == ['03_shre_alignment.png', '03_shre_curves.png', '03_shre_interactive.png', '03_shre_pairs.npz',
+                                            '03_shre_retrieval.md', '03_shre_sweep.md', '03_shre_sweep.png', '03_shre_verdicts.json']
     assert all(p.parent == tmp_path / 'out' and p.exists() for p in paths)
     rows = load_verdicts('03_shre', tmp_path / 'out')  # checked: every verdict is the one its CI and gates give
     assert len(rows) == 10 and {tuple(r['arms']) for r in rows} == {('both', 'kl'), ('both', 'rank'), ('both', 'untrained')}
