@@ -617,9 +617,10 @@ class DifficultyProbeConfig:
 
 def _fourier_features(ds) -> tuple[np.ndarray, np.ndarray]:
     "log(1 + |FFT|) of the mean-centred grey images, flattened, and the labels."
-    g = torch.stack([ds[i]['image'] for i in range(len(ds))]).mean(1)
+    items = [ds[i] for i in range(len(ds))]  # each image rendered once
+    g = torch.stack([it['image'] for it in items]).mean(1)
     f = torch.fft.rfft2(g - g.mean((1, 2), keepdim=True)).abs().log1p()
-    return f.flatten(1).numpy(), np.array([ds[i]['label'] for i in range(len(ds))])
+    return f.flatten(1).numpy(), np.array([it['label'] for it in items])
 
 def difficulty_probe(cfg: DifficultyProbeConfig) -> list[dict]:
     "Fourier-magnitude linear-probe accuracy on the main shape at each difficulty level."
