@@ -651,13 +651,13 @@ def reproduce(out_dir=None,  # folder for figures and tables; default `figures/`
     cfg = DifficultyProbeConfig.tiny() if tiny else DifficultyProbeConfig(); print(config_table(cfg))
     if tiny: rows = difficulty_probe(cfg)  # a smoke run writes nothing to the cache
     else:
-        from .train import cached_result  # here: vlkd.train imports this module
+        from vlkd.train import cached_result  # here: vlkd.train imports this module
         rows = cached_result(cfg, lambda: difficulty_probe(cfg), 'data-probe', site=probe_site())  # a rerun reads the table back
     paths.append(save_table(rows, '01a_data_probe', out_dir, meta=asdict(cfg)))
     return paths
 
 def probe_site():
     "The cache site of `difficulty_probe`, registered when first used (`vlkd.train` imports this module, so not at import)."
-    from .train import cache_site
+    from vlkd.train import cache_site
     return cache_site('data-probe', 1, '8ba62a93ba41', difficulty_probe, _fourier_features, difficulty_config, CaptionWorld.__init__,
                       CaptionWorld.__getitem__, _sample_scene, _render, _rng)
