@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 from .utils import save_figure, save_table, in_test, figures_dir, set_seed, config_table
 
 # %% auto #0
@@ -628,14 +629,16 @@ def difficulty_probe(cfg: DifficultyProbeConfig) -> list[dict]:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from vlkd.utils import mean_std
-    rows = []
+    rows, bar = [], tqdm(total=len(cfg.levels) * len(cfg.seeds), desc='difficulty probe', disable=in_test())
     for t in cfg.levels:
         accs = []
         for s in cfg.seeds:
+            bar.update(); bar.set_postfix_str(f'difficulty {t:g}, world seed {s}')
             (xa, ya), (xb, yb) = (_fourier_features(CaptionWorld(difficulty_config(t, seed=s), sp, n)) for sp, n in (('train', cfg.n_train), ('test', cfg.n_test)))
             probe = make_pipeline(StandardScaler(), LogisticRegression(C=cfg.C, max_iter=1000))
             accs.append(probe.fit(xa, ya).score(xb, yb))
         rows.append(dict(difficulty=t, accuracy=mean_std(accs, 3), mean=float(np.mean(accs)), chance=1 / len(SHAPES)))
+    bar.close()
     return rows
 
 # %% ../nbs/01a_data.ipynb #c095
@@ -659,5 +662,5 @@ def reproduce(out_dir=None,  # folder for figures and tables; default `figures/`
 def probe_site():
     "The cache site of `difficulty_probe`, registered when first used (`vlkd.train` imports this module, so not at import)."
     from vlkd.train import cache_site
-    return cache_site('data-probe', 1, '8ba62a93ba41', difficulty_probe, _fourier_features, difficulty_config, CaptionWorld.__init__,
+    return cache_site('data-probe', 1, 'a9676b39564e', difficulty_probe, _fourier_features, difficulty_config, CaptionWorld.__init__,
                       CaptionWorld.__getitem__, _sample_scene, _render, _rng)

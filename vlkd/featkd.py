@@ -13,7 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
-from .utils import set_seed, save_figure, save_table, config_table
+from tqdm.auto import tqdm
+from .utils import set_seed, save_figure, save_table, config_table, in_test
 from .losses import data2vec_targets, feature_kd_loss
 from .encoders import (EncoderOutput, _Encoder, from_hub, local_weights, vit_encoder, minilm, truncate,
                            layer_decay_groups)
@@ -288,7 +289,7 @@ def run_image_featkd(cfg: FeatKDConfig,  # the experiment; `FeatKDConfig.tiny()`
         models.setdefault(f'distilled {init}', s)
         return dict(history=asdict(h), row=_run_row(f'distilled {init}', seed, _losses(h, cfg.distil), _evaluate(s, data, cfg, seed, tune(init)),
                                                     model='distilled student', init=init, blocks=L))
-    for seed in cfg.seeds:
+    for seed in tqdm(cfg.seeds, desc='image feature KD (seeds)', disable=in_test()):
         rows.append(keep('teacher', seed, lambda: _run_row('teacher', seed, _evaluate(teacher, data, cfg, seed, tune('teacher')),
                                                            model=f'teacher ({name})', init='-', blocks=cfg.depth)))
         s0 = lambda: make_student(teacher, L, 'first')
@@ -300,7 +301,7 @@ def run_image_featkd(cfg: FeatKDConfig,  # the experiment; `FeatKDConfig.tiny()`
                                                            model='scratch (not distilled)', init='random', blocks=L)))
     return FeatKDResult(rows, hists, [teacher_gate(cfg, clf, test)], models)
 
-IMAGE_RUNS_SITE = cache_site('featkd-image-runs', 1, 'eef728b30c85', run_image_featkd, _evaluate, _eval_data, _eval_tensors, _run_row, _losses, distil, distil_step,
+IMAGE_RUNS_SITE = cache_site('featkd-image-runs', 1, 'dd6251eb4696', run_image_featkd, _evaluate, _eval_data, _eval_tensors, _run_row, _losses, distil, distil_step,
                              distil_loss, make_student, teacher_targets, image_batches, linear_probe, finetune, truncate, feature_kd_loss, data2vec_targets)
 
 def image_table(rows: list[dict]) -> list[dict]:
@@ -471,11 +472,11 @@ def run_text_featkd(cfg: TextKDConfig,  # the experiment; `TextKDConfig.tiny()` 
             h = distil(s, teacher, token_batches(chunks, targets(), cfg.train.batch_size, seed), val_b, replace(cfg.train, seed=seed))
             models.setdefault(f'distilled {init}', s)
             return dict(history=asdict(h), row=_run_row(f'distilled {init}', seed, _losses(h, cfg.train), ev(s), model='distilled student', init=init, layers=L))
-        for seed in cfg.seeds:
+        for seed in tqdm(cfg.seeds, desc=f'text feature KD ({init})', disable=in_test()):
             r = keep(f'distilled {init}', seed, lambda: distilled(seed)); hists[init].append(History(**r['history'])); rows.append(r['row'])
     return FeatKDResult(rows, hists, gates, models)
 
-TEXT_RUNS_SITE = cache_site('featkd-text-runs', 1, '1fbc078338b1', run_text_featkd, _run_row, _losses, distil, distil_step, distil_loss, make_student,
+TEXT_RUNS_SITE = cache_site('featkd-text-runs', 1, '86034593edce', run_text_featkd, _run_row, _losses, distil, distil_step, distil_loss, make_student,
                             teacher_targets, token_batches, pack_tokens, split_corpus, text_corpus, _text_eval, sentence_embeddings, agreement,
                             linear_probe, truncate, feature_kd_loss, data2vec_targets)
 
