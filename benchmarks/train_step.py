@@ -1,8 +1,8 @@
 """Where does a training step's time go? Each chapter's dominant step at its full config, against a same-run GEMM.
 
 Usage: .venv/bin/python benchmarks/train_step.py [--threads 2] [--clock wall] [--retries 2] [--steps 10] [--only clip silc] [--tiny]
-       [--save] [--channels-last] [--bf16] [--adamw {loop,foreach,fused}] [--compile] [--batch-scale 2]
-       [--compare fused compact_vocab channels_last bf16 batch2x narrow_stem threads1 compile fused+bf16 ...] [--profile]
+       [--save] [--contiguous] [--bf16] [--adamw {loop,foreach,fused}] [--compile] [--batch-scale 2]
+       [--compare contiguous+loop contiguous loop compact_vocab bf16 batch2x threads1 compile ...] [--profile]
 
 Every step is built from the chapter's public functions with its full config (`--tiny`: the `.tiny()` presets, a
 smoke run) and random, untrained weights; the batches are real: each world split is rendered once (a few hundred
@@ -13,12 +13,12 @@ teacher: the cost of a step does not depend on the weights.
   featkd         02: `distil_step` (teacher forward inside, augmented `image_batches`) of `make_student(teacher, 6)`
   featkd-teacher 02: the CE step of the 12-block image teacher (`image_teacher`'s training)
   shre           03: the student step of `train_shre` (arm 'both') on teacher logits, `shre_batches`
-  shre-teacher   03: the CE step of `train_teacher` (its batches come from `contrastive_batches`)
+  shre-teacher   03: the CE step of `train_teacher` (flipped `labelled_batches`, the `train_classifier` recipe)
   ema_text       04: the step of `train_arm(method='ema', task='retrieval')`: `ema_text_loss` + EMA update
   silc           05: `silc_step` of the full arm '+ self-dist (SiLC-C)' + EMA update, `silc_batches`
-  capgap         06: `distill_step` of the resnet18 student from stored teacher logits (`train_classifier`)
-  capgap-r18/8, capgap-mnv3: the same for the reduced resnet18 and the MobileNetV3 student (Tables 2, 5)
-  capgap-r34, capgap-r101: the CE step of the ResNet teachers (`make_teacher` -> `train_classifier`)
+  capgap         06: `distill_step` of the Table 1/3 CNN student (cfg.arch) from stored teacher logits (`train_student`)
+  capgap-t2      06: the same for Table 2's reduced student (cfg.table2_arch / cfg.reduced)
+  capgap-teacher 06: the CE step of the widest CE teacher (`make_teacher` -> `train_classifier`)
 The loop replicates `vlkd.train.fit` step for step: learning-rate schedule, batch(step), forward (under bf16 autocast
 with --bf16, like TrainConfig.bf16), zero_grad + backward, `clip_grad_norm_` (fit always computes the norm) + AdamW,
 EMA update (`ema_update` with the config's momentum schedule), and reading the logged scalars.
@@ -47,15 +47,15 @@ turn) on the same batches, and reports the time ratio, of_peak, and the numerics
 difference of the first step's loss and gradient norm (same weights, same batch: what the variant itself changes) and
 the largest relative loss difference over the run (rounding differences grow chaotically with training, so a drift of
 a few % in a fast-moving run, e.g. capgap at lr 1e-2, does not by itself mean the variant is less accurate):
-  fused / foreach   AdamW(fused=True) / AdamW(foreach=True) instead of the per-tensor loop fit gets on CPU
+  loop / foreach    AdamW's per-tensor loop (torch's CPU default; what fit used before) / foreach instead of the fused kernel fit uses
+  fused             the fused kernel (the base already)
   bf16              bfloat16 autocast of the forward (TrainConfig.bf16)
-  channels_last     model and images in channels-last memory format
+  contiguous        batches in the default NCHW memory format instead of channels-last (fit before); `contiguous+loop` is fit before both
   compile           torch.compile of the encoders in place (student, EMA and frozen teachers); compile time is in `warm-up s`
   batch2x           twice the batch (read `per-sample x base`: a different training recipe)
   compact_vocab     the BERT towers keep only the rows of the token ids the run's batches use (the world's captions use
                     ~50 of the 30522 BERT ids) and the batches are remapped: the same outputs and gradients, so the
                     same losses; only the weight decay of never-used rows is skipped
-  narrow_stem       capgap ResNets with a `width`-channel 7x7 stem instead of timm's fixed 64 (a different, smaller model)
   threads1          this variant's steps on one thread (against the base's --threads; use --clock wall)
 '+' combines them, e.g. fused+compact_vocab.
 The machine may be shared: read ratios (of_peak, x base), not absolute times; run it twice.
@@ -71,17 +71,17 @@ import torch.nn.functional as F
 from torch.utils import flop_counter
 from torch.utils._python_dispatch import TorchDispatchMode
 from vlkd import clip, featkd, shre, ema_text, silc, capgap
-from vlkd.evaluate import predict, embed_images
+from vlkd.evaluate import predict, embed_images, labelled_batches
 from vlkd.data import normalize
 
 
 def _sig(x: float, digits: int = 3) -> float:
     "`x` to `digits` significant digits (a ratio of a loaded machine never rounds to 0)."
     return float(f'{x:.{digits}g}')
-from vlkd.encoders import vit_encoder, ViTEncoder, HFTextEncoder
+from vlkd.encoders import vit_encoder, ViTEncoder, HFTextEncoder, ConvEncoder
 from vlkd.losses import DINOLoss
 from vlkd.retrieval import ImageClassifier
-from vlkd.train import TrainConfig, lr_schedule, momentum_schedule, ema_update, ema_teacher, batch_indices
+from vlkd.train import TrainConfig, lr_schedule, momentum_schedule, ema_update, ema_teacher, batch_indices, to_device
 from vlkd.utils import set_seed
 
 warnings.filterwarnings('ignore', message='SiLC teacher collapsed')  # untrained teachers are uniform: expected here
@@ -141,6 +141,7 @@ def _world(world, split, n):
 def _n(tiny, batch): return max(2 * batch, 64 if tiny else 512)  # rendered images: enough for two batches
 def _scale(tc: TrainConfig, o) -> TrainConfig: return replace(tc, batch_size=tc.batch_size * o.batch_scale)
 def _vit_desc(depth, width, patch, px): return f'ViT {depth}x{width} p{patch} {px}px'
+def _cnn_desc(widths, px): return f'CNN {"-".join(map(str, widths))} {px}px'
 
 
 def clip_step(tiny, o):
@@ -148,7 +149,8 @@ def clip_step(tiny, o):
     data = _world(cfg.world, 'train', _n(tiny, cfg.train.batch_size))
     return Setup(clip.make_two_tower(cfg), lambda m, b: clip.contrastive_step(m, b, cfg.loss),
                  clip.contrastive_batches(data, cfg.train.batch_size, cfg.train.seed), cfg.train,
-                 f'{_vit_desc(cfg.image_depth, cfg.image_width, cfg.patch_size, cfg.world.img_size)} + BERT {cfg.text_depth}x{cfg.text_width}, {cfg.loss}')
+                 f'{_cnn_desc(cfg.conv_widths, cfg.world.img_size) if cfg.image_arch == "cnn" else _vit_desc(cfg.image_depth, cfg.image_width, cfg.patch_size, cfg.world.img_size)}'
+                 f' + BERT {cfg.text_depth}x{cfg.text_width}, {cfg.loss}')
 
 
 def _featkd_vit(cfg, depth):
@@ -182,14 +184,16 @@ def shre_step(tiny, o):
     model = shre.make_student(cfg, logits.shape[1], 0)
     loss = lambda m, b: shre.shre_loss(*m(b['images'], b['input_ids'], b['attention_mask']), b['teacher_logits'],
                                        cfg.margin, cfg.kd_weight, cfg.rank_weight, cfg.tau)  # arm 'both', as train_shre
+    image = _cnn_desc(cfg.conv_widths, cfg.teacher.world.img_size) if cfg.image_arch == 'cnn' else f'ViT {cfg.image_depth}x{cfg.width}'
     return Setup(model, loss, shre.shre_batches(data, logits, tc.batch_size, 0), tc,
-                 f'ViT {cfg.image_depth}x{cfg.width} + BERT {cfg.text_depth}x{cfg.width} + MLP {cfg.shared_depth}x{cfg.shared_width}')
+                 f'{image} + BERT {cfg.text_depth}x{cfg.width} + MLP {cfg.shared_depth}x{cfg.shared_width}')
 
 def shre_teacher_step(tiny, o):
     cfg = (shre.SHReConfig.tiny() if tiny else shre.SHReConfig()).teacher; tc = _scale(cfg.train, o)
     data = _world(cfg.world, 'train', _n(tiny, tc.batch_size))
     return Setup(shre.make_teacher(cfg), lambda m, b: F.cross_entropy(m(b['images']), b['labels']),
-                 clip.contrastive_batches(data, tc.batch_size, tc.seed), tc, f'{_vit_desc(cfg.depth, cfg.width, cfg.patch_size, cfg.world.img_size)}, CE')
+                 labelled_batches(data.images, data.labels, tc.batch_size, tc.seed, flip=cfg.flip), tc,
+                 f'{_cnn_desc(cfg.conv_widths, cfg.world.img_size) if cfg.arch == "cnn" else _vit_desc(cfg.depth, cfg.width, cfg.patch_size, cfg.world.img_size)}, CE')
 
 
 def ema_text_step(tiny, o, task='retrieval'):
@@ -212,88 +216,72 @@ def silc_step(tiny, o, arm='+ self-dist (SiLC-C)'):
     data = _world(cfg.world, 'train', _n(tiny, cfg.train.batch_size))
     student = silc.make_silc_model(cfg); teacher = ema_teacher(student); t = Timed(teacher, ('project',))
     return Setup(student, partial(silc.silc_step, teacher=t, cfg=cfg), silc.silc_batches(data, cfg), cfg.train,
-                 f'{_vit_desc(cfg.image_depth, cfg.image_width, cfg.patch_size, cfg.global_size)}{" conv stem" if cfg.conv_stem else ""}, '
+                 f'{_cnn_desc(cfg.conv_widths, cfg.global_size) if getattr(cfg, "image_arch", "vit") == "cnn" else _vit_desc(cfg.image_depth, cfg.image_width, cfg.patch_size, cfg.global_size) + (" conv stem" if cfg.conv_stem else "")}, '
                  f'{cfg.n_global}+{cfg.n_local} views + BERT {cfg.text_depth}x{cfg.text_width}', ema=teacher, timers=[t])
 
 
 def _capgap(tiny, o):
     cfg = capgap.CapGapConfig.tiny() if tiny else capgap.CapGapConfig(); cfg = replace(cfg, batch_size=cfg.batch_size * o.batch_scale)
-    return cfg, _world(cfg.world, 'train', _n(tiny, cfg.batch_size))
+    return cfg, capgap.world_data(cfg, 'train')
 
-def _resnet(name, C, width, o):
-    "`capgap.resnet`; with o.narrow_stem its stem has `width` channels instead of 64 (timm's 7x7 stem is always 64 wide)."
-    m = capgap.resnet(name, C, width)
-    if not o.narrow_stem: return m
-    block = capgap.RESNETS[name][0]; out = width * block.expansion
-    m.conv1, m.bn1 = nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width)
-    down = None if out == width else nn.Sequential(nn.Conv2d(width, out, 1, bias=False), nn.BatchNorm2d(out))
-    m.layer1[0] = block(width, width, downsample=down)  # the first block read the 64-wide stem
-    return m
-
-def _capgap_setup(cfg, data, model, epochs, logits, desc):
-    "`train_classifier`'s step: its TrainConfig, batches and loss (`distill_step`: Hinton KD from stored logits, or CE)."
-    bs = min(cfg.batch_size, len(data))
-    tc = TrainConfig(steps=max(1, math.ceil(epochs * cfg.n_train / bs)), batch_size=bs, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                     warmup_frac=0.05, seed=0, progress=False)
+def _capgap_setup(cfg, data, model, steps, logits, desc):
+    "`train_classifier`'s step as the chapter runs it: `_step_config` (one-cycle), flipped labelled batches, `distill_step` (KD from stored logits, or CE)."
+    tc = capgap._step_config(cfg, len(data), steps, 0)
+    flipped = labelled_batches(data.images, data.labels, tc.batch_size, tc.seed, flip=True)
     def batch(step):
-        i = torch.tensor(batch_indices(len(data), bs, step, 0))
-        return dict(images=normalize(data.images[i].float() / 255), labels=data.labels[i]) | ({} if logits is None else dict(teacher_logits=logits[i]))  # distill_step takes normalised images
+        b = flipped(step)
+        return b if logits is None else b | dict(teacher_logits=logits[torch.tensor(batch_indices(len(data), tc.batch_size, step, tc.seed))])
     return Setup(model, lambda m, b: capgap.distill_step(m, b, alpha=cfg.alpha, beta=cfg.beta, tau=cfg.tau), batch, tc, desc)
 
-def capgap_student_step(tiny, o, arch='resnet18'):
+def capgap_student_step(tiny, o, table=1):
+    "Table 1/3 student (cfg.arch) or Table 2's reduced student, distilled from stored logits of an untrained CE teacher."
     cfg, data = _capgap(tiny, o); C = len(data.class_names)
-    set_seed(0); logits = predict(capgap.student(cfg.teachers[0], C, cfg.width), data.images)  # untrained teacher's logits
-    set_seed(0)
-    if arch == 'mobilenet': arch = cfg.mobilenet or 'mobilenetv3_small_050'; model = capgap.student(arch, C, cfg.width)
-    elif arch == 'reduced': arch, model = f'resnet18/{cfg.reduced}', _resnet('resnet18', C, cfg.width // cfg.reduced, o)
-    else: model = _resnet(arch, C, cfg.width, o)
-    return _capgap_setup(cfg, data, model, cfg.student_epochs, logits, f'{arch} (width {cfg.width}) 32px, KD')
+    arch, steps = (cfg.arch, cfg.student_steps) if table == 1 else (f'{cfg.table2_arch}/{cfg.reduced}', cfg.table2_steps)
+    set_seed(0); logits = predict(capgap.student(cfg.teachers[0], C), data.images)  # an untrained teacher's logits
+    set_seed(0); model = capgap.student(arch, C)
+    return _capgap_setup(cfg, data, model, steps, logits, f'{arch} {_cnn_desc(capgap._cnn_widths(arch), cfg.world.img_size)}, KD')
 
-def capgap_teacher_step(tiny, o, name='resnet101'):
-    cfg, data = _capgap(tiny, o)
-    set_seed(0); model = _resnet(name, len(data.class_names), cfg.width, o)
-    return _capgap_setup(cfg, data, model, cfg.teacher_epochs, None, f'{name} (width {cfg.width}) 32px, CE')
+def capgap_teacher_step(tiny, o):
+    "The CE step of the widest CE teacher (cfg.teachers[-1])."
+    cfg, data = _capgap(tiny, o); name = cfg.teachers[-1]
+    set_seed(0); model = capgap.student(name, len(data.class_names))
+    return _capgap_setup(cfg, data, model, cfg.teacher_steps, None, f'{name} {_cnn_desc(capgap._cnn_widths(name), cfg.world.img_size)}, CE')
 
 
 STEPS = {'clip': clip_step, 'featkd': featkd_step, 'featkd-teacher': featkd_teacher_step, 'shre': shre_step,
          'shre-teacher': shre_teacher_step, 'ema_text': ema_text_step, 'silc': silc_step, 'capgap': capgap_student_step,
-         'capgap-r18/8': partial(capgap_student_step, arch='reduced'), 'capgap-mnv3': partial(capgap_student_step, arch='mobilenet'),
-         'capgap-r34': partial(capgap_teacher_step, name='resnet34'), 'capgap-r101': partial(capgap_teacher_step, name='resnet101')}
+         'capgap-t2': partial(capgap_student_step, table=2), 'capgap-teacher': capgap_teacher_step}
 
 
 def reproduce_steps(name: str) -> int:
     "How many steps of exactly this kind `make reproduce` runs (full configs), to turn ms/step into minutes."
     cc, fk, sh, et, sc, cg = clip.ClipConfig(), featkd.FeatKDConfig(), shre.SHReConfig(), ema_text.EmaTextConfig(), silc.SiLCConfig(), capgap.CapGapConfig()
-    per_epoch = lambda n: math.ceil(n / cg.batch_size)
-    lowshot = sum(per_epoch(k * 64) for k in cg.lowshot_k)  # 64 classes, k images each
-    table3 = len(cg.seeds) * (2 + len(cg.teachers))  # teachers none, *ce, clip-ft
+    table1 = len(cg.seeds) * (3 + len(cg.teachers))  # students of the teachers none, *ce, clip-raw, clip-ft
+    table3 = len(cg.seeds) * len(cg.lowshot_k) * (2 + len(cg.lowshot_teachers))  # none, *lowshot_teachers, clip-ft for each k
     return {'clip': cc.train.steps,
             'featkd': fk.distil.steps * len(fk.inits) * len(fk.seeds), 'featkd-teacher': fk.teacher_train.steps,
             'shre': sh.train.steps * len(sh.arms) * len(sh.seeds), 'shre-teacher': sh.teacher.train.steps,
             'ema_text': et.train.steps * len(et.seeds) * (len(et.noise_levels) + 1),  # the 'ema' method, both tasks, every noise level
-            'silc': sc.train.steps * 5,  # the arms with local views: SiLC-C and SiLC-S for 2 seeds, cosine λ for 1
-            'capgap': cg.student_epochs * (per_epoch(cg.n_train) * len(cg.seeds) * (3 + len(cg.teachers)) + lowshot * table3),
-            'capgap-r18/8': cg.student_epochs * per_epoch(cg.n_train) * len(cg.seeds) * (4 + len(cg.teachers)),
-            'capgap-mnv3': cg.student_epochs * per_epoch(cg.n_train) * len(cg.seeds) * (2 + len(cg.teachers)),
-            'capgap-r34': cg.teacher_epochs * (per_epoch(cg.n_train) + lowshot), 'capgap-r101': cg.teacher_epochs * (per_epoch(cg.n_train) + lowshot)}[name]
+            'silc': sc.train.steps * (2 * len(silc.AblationConfig().seeds) + 1),  # arms with local views: SiLC-C and SiLC-S per seed, cosine λ once
+            'capgap': cg.student_steps * (table1 + table3), 'capgap-t2': cg.table2_steps * table1,
+            'capgap-teacher': cg.teacher_steps * len(cg.teacher_seeds)}[name]  # the widest CE teacher only
 
 
 # ---------------------------------------------------------------- options (a variant is a set of them)
 @dataclass(frozen=True)
 class Options:
-    channels_last: bool = False  # model and image batches in channels-last memory format
+    channels_last: bool = True  # 4-D batch tensors in channels-last memory, as `fit` does (TrainConfig.channels_last)
     bf16: bool = False  # forward under torch.autocast(bfloat16), like TrainConfig.bf16
-    adamw: str = 'loop'  # 'loop' (torch's CPU default, what fit uses), 'foreach' or 'fused'
+    adamw: str = 'fused'  # 'fused' (what fit uses, TrainConfig.fused_adamw), 'loop' (torch's CPU default; fit before) or 'foreach'
     compile: bool = False  # torch.compile the encoders (student and frozen/EMA teacher) in place
     batch_scale: int = 1  # multiply the config's batch size
     compact_vocab: bool = False  # text towers embed only the token ids the run's batches use (same outputs, see below)
-    narrow_stem: bool = False  # capgap ResNets: stem with `width` channels instead of timm's 64 (a different model)
     threads: int = 0  # torch threads for this variant's steps; 0: the run's --threads
 
 
-VARIANTS = {'channels_last': dict(channels_last=True), 'bf16': dict(bf16=True), 'foreach': dict(adamw='foreach'),
-            'fused': dict(adamw='fused'), 'compile': dict(compile=True), 'batch2x': dict(batch_scale=2),
-            'compact_vocab': dict(compact_vocab=True), 'narrow_stem': dict(narrow_stem=True), 'threads1': dict(threads=1)}
+VARIANTS = {'channels_last': dict(channels_last=True), 'contiguous': dict(channels_last=False), 'bf16': dict(bf16=True),
+            'foreach': dict(adamw='foreach'), 'fused': dict(adamw='fused'), 'loop': dict(adamw='loop'), 'compile': dict(compile=True),
+            'batch2x': dict(batch_scale=2), 'compact_vocab': dict(compact_vocab=True), 'threads1': dict(threads=1)}
 
 def variant(base: Options, name: str) -> Options:
     "`base` with the changes of a variant name; '+' combines them, e.g. 'fused+bf16'."
@@ -304,11 +292,11 @@ def variant(base: Options, name: str) -> Options:
     return replace(base, **over)
 
 
-TEXT_STEPS, RESNET_STEPS = {'clip', 'shre', 'ema_text', 'silc'}, {'capgap', 'capgap-r18/8', 'capgap-r34', 'capgap-r101'}
+TEXT_STEPS = {'clip', 'shre', 'ema_text', 'silc'}
 
 def for_step(name: str, variants: dict) -> dict:
-    "The variants as they apply to step `name` (compact_vocab needs a text tower, narrow_stem a ResNet), without repeats."
-    adapt = lambda o: replace(o, compact_vocab=o.compact_vocab and name in TEXT_STEPS, narrow_stem=o.narrow_stem and name in RESNET_STEPS)
+    "The variants as they apply to step `name` (compact_vocab needs a text tower), without repeats."
+    adapt = lambda o: replace(o, compact_vocab=o.compact_vocab and name in TEXT_STEPS)
     out = {'base': adapt(variants['base'])}
     for v, o in variants.items():
         if adapt(o) not in out.values(): out[v] = adapt(o)
@@ -316,20 +304,14 @@ def for_step(name: str, variants: dict) -> dict:
 
 
 def _backbones(root: nn.Module) -> list:
-    "The encoders to compile: vlkd ViT/BERT encoders and timm CNN classifiers, outermost only."
-    import timm.models.resnet, timm.models.mobilenetv3
-    kinds = (ViTEncoder, HFTextEncoder, timm.models.resnet.ResNet, timm.models.mobilenetv3.MobileNetV3)
+    "The encoders to compile: vlkd's ViT, BERT and CNN encoders, outermost only."
+    kinds = (ViTEncoder, HFTextEncoder, ConvEncoder)
     if isinstance(root, kinds): return [root]
     return [m for c in root.children() for m in _backbones(c)]
 
 def _channels_last(batches):
-    def batch(step):
-        b = batches(step)
-        for k in ('images',):
-            if k in b: b[k] = b[k].contiguous(memory_format=torch.channels_last)
-        if 'views' in b: b['views'] = [v.contiguous(memory_format=torch.channels_last) for v in b['views']]
-        return b
-    return batch
+    "Every 4-D batch tensor channels-last, exactly as `fit` moves a batch (`to_device(..., channels_last=True)`)."
+    return lambda step: to_device(batches(step), 'cpu', channels_last=True)
 
 HORIZON = 64  # steps a run draws batches for (main sets it); compact_vocab collects the token ids of these batches
 _ID_KEYS = ('input_ids', 'ids', 'prompt_ids')
@@ -362,10 +344,7 @@ def build(name: str, opts: Options, tiny: bool):
     "(Setup, AdamW optimizer) of step `name` under `opts`; seeded, so two builds start from the same weights."
     set_seed(0); s = STEPS[name](tiny, opts)
     if opts.compact_vocab: compact_vocab(s)
-    if opts.channels_last:
-        for m in (s.model, s.ema, *s.frozen):
-            if m is not None: m.to(memory_format=torch.channels_last)
-        s.batches = _channels_last(s.batches)
+    if opts.channels_last: s.batches = _channels_last(s.batches)  # the batches only, as fit (the weights stay contiguous)
     if opts.compile:
         for m in (s.model, s.ema, *s.frozen):
             for b in ([] if m is None else _backbones(m)): b.compile()
@@ -553,12 +532,12 @@ def main(argv=None):
     ap.add_argument('--warmup', type=int, default=3, help='untimed steps first (compile adds 3)')
     ap.add_argument('--only', nargs='+', choices=list(STEPS), help='run only these steps')
     ap.add_argument('--tiny', action='store_true', help="the chapters' .tiny() configs: a smoke run in seconds")
-    ap.add_argument('--channels-last', action='store_true'); ap.add_argument('--bf16', action='store_true')
-    ap.add_argument('--adamw', choices=('loop', 'foreach', 'fused'), default='loop', help="AdamW implementation ('loop' is what fit gets on CPU)")
+    ap.add_argument('--contiguous', action='store_true', help='batches in the default (NCHW) memory format; fit uses channels-last')
+    ap.add_argument('--bf16', action='store_true')
+    ap.add_argument('--adamw', choices=('loop', 'foreach', 'fused'), default='fused', help="AdamW implementation ('fused' is what fit uses)")
     ap.add_argument('--compile', action='store_true', help='torch.compile the encoders (cache under $TORCHINDUCTOR_CACHE_DIR, default /tmp)')
     ap.add_argument('--batch-scale', type=int, default=1, help='multiply every batch size')
     ap.add_argument('--compact-vocab', action='store_true', help='text towers embed only the token ids used (see compact_vocab)')
-    ap.add_argument('--narrow-stem', action='store_true', help="capgap ResNets: a width-channel stem instead of timm's 64")
     ap.add_argument('--compare', nargs='+', default=[], metavar='VARIANT', help=f"paired variants of the base ({', '.join(VARIANTS)}; '+' combines)")
     ap.add_argument('--retries', type=int, default=0, help='with --clock wall: re-measure a step up to this often while its cores busy < 0.9 x threads')
     ap.add_argument('--profile', action='store_true', help='also print the top aten ops of each step (torch.profiler)')
@@ -569,7 +548,7 @@ def main(argv=None):
     if a.save and a.tiny and a.out is None: ap.error('--tiny --save would overwrite the full-run table in figures/: pass --out')
     torch.set_num_threads(a.threads)
     global clock; clock = CLOCKS[a.clock]
-    base = Options(a.channels_last, a.bf16, a.adamw, a.compile, a.batch_scale, a.compact_vocab, a.narrow_stem)
+    base = Options(not a.contiguous, a.bf16, a.adamw, a.compile, a.batch_scale, a.compact_vocab)
     variants = {'base': base} | {v: variant(base, v) for v in a.compare}
     names = a.only or list(STEPS)
     n_gemm = 512 if a.tiny else 2048  # a smoke run keeps the reference short

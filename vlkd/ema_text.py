@@ -17,7 +17,7 @@ from .utils import set_seed, save_figure, save_table, figures_dir, in_test, conf
 from .losses import clip_loss, DINOLoss, dino_teacher_probs, dino_cross_entropy
 from .encoders import HFTextEncoder, OpenCLIPText, OpenCLIPVisual, EncoderOutput, TwoTower, bert_tokenizer, open_clip_model
 from .data import WorldConfig, tokenize, normalize, mix_seed, epoch_batch, batches_per_epoch
-from .train import TrainConfig, History, fit, ema_teacher
+from .train import TrainConfig, History, fit, ema_teacher, resolve_device
 from .clip import ClipConfig, pretrain_clip, WorldTensors
 from .evaluate import (evaluating, batched, embed_images, retrieval_metrics, classification_metrics, class_embeddings,
                            zero_shot_classifier, summarize, paired, gate, halfway_gate, verdict_row, save_verdicts)
@@ -250,7 +250,7 @@ def train_arm(model: TwoTower,  # the pre-trained model (left untouched)
     student = TextTower(model, cfg.tune_embeddings).train()
     teacher = ema_teacher(student) if method in ('ema', 'ema_mix', 'ema_weights') else None  # 'ema_weights': the control
     K = prompts[0].shape[0] if _keys(cfg, task) == 'prompts' else cfg.train.batch_size
-    dino = DINOLoss(K, cfg.tau_t, cfg.tau_s, cfg.center_momentum if _keys(cfg, task) == 'prompts' else 1.0)
+    dino = DINOLoss(K, cfg.tau_t, cfg.tau_s, cfg.center_momentum if _keys(cfg, task) == 'prompts' else 1.0).to(resolve_device(tcfg.device))  # beside the student
     distil_from = teacher if method in ('ema', 'ema_mix') else None  # the control averages the weights but has no L_sd
     step = lambda m, b: ema_text_loss(m, b, cfg, task, s, distil_from, dino, method == 'ema_mix')
     h = fit(student, step, text_batches(train, prompts, cfg, task, seed), tcfg, ema=teacher)

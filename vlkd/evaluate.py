@@ -176,18 +176,21 @@ def retrieval_ranks(image_emb: torch.Tensor,  # (N, D) image embeddings (or a nu
     start = F.pad(counts.cumsum(0), (1, 0))  # captions of image i: order[start[i]:start[i+1]]
     tn, inorm = txt.norm(dim=1), img.norm(dim=1)
     thr = _positive_scores(img, txt, t2i, max(1, chunk_size // img.shape[1])) - eps * inorm[t2i] * tn  # t2i: at or above counts
-    S, G = img.new_empty(rows, M), img.new_empty(rows, M)
-    acc = torch.float64 if max(N, M) >= 2**24 else img.dtype  # float sums of 0/1 are exact below 2^24
-    i2t, above = torch.empty(N, dtype=torch.long, device=img.device), torch.zeros_like(thr, dtype=acc)
+    cols = min(M, 1024)  # the counting passes read the chunk in blocks of 1024 captions: a block stays in cache for both passes
+    S, G = img.new_empty(rows, M), img.new_empty(rows, cols)  # scores; a block's 0/1 hits (float sums of <= 2^24 ones are exact)
+    i2t, above = torch.empty(N, dtype=torch.long, device=img.device), torch.zeros(M, dtype=torch.long, device=img.device)
     for a in range(0, N, rows):
-        b = min(a + rows, N); s, g = torch.mm(img[a:b], txt.T, out=S[:b - a]), G[:b - a]
+        b = min(a + rows, N); s = torch.mm(img[a:b], txt.T, out=S[:b - a])
         own = order[start[a]:start[b]]; r = t2i[own] - a; own_s = s[r, own]  # GEMM entries of the true pairs
         best = s.new_full((b - a,), -math.inf).scatter_reduce_(0, r, own_s, 'amax') - eps * inorm[a:b] * tn.max()
-        own_hits = torch.zeros(b - a, dtype=acc, device=img.device).index_add_(0, r, (own_s >= best[r]).to(acc))
-        i2t[a:b] = 1 + (torch.ge(s, best[:, None], out=g).sum(1, dtype=acc) - own_hits).long()
-        above += torch.ge(s, thr, out=g).sum(0, dtype=acc)
-        above[own] -= (own_s >= thr[own]).to(above.dtype)  # never count a caption's own image
-    return i2t, 1 + above.long()
+        hits = torch.zeros(b - a, dtype=torch.long, device=img.device).index_add_(0, r, -(own_s >= best[r]).long())  # minus its own
+        for c in range(0, M, cols):
+            d = min(c + cols, M); sb, g = s[:, c:d], G[:b - a, :d - c]
+            hits += torch.ge(sb, best[:, None], out=g).sum(1).long()
+            above[c:d] += torch.ge(sb, thr[c:d], out=g).sum(0).long()
+        i2t[a:b] = 1 + hits
+        above[own] -= (own_s >= thr[own]).long()  # never count a caption's own image
+    return i2t, 1 + above
 
 # %% ../nbs/01c_evaluate.ipynb #c026
 def median_rank(ranks: torch.Tensor  # ranks of the queries

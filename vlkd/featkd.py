@@ -18,10 +18,10 @@ from .losses import data2vec_targets, feature_kd_loss
 from .encoders import (EncoderOutput, _Encoder, from_hub, local_weights, vit_encoder, minilm, truncate,
                            layer_decay_groups)
 from .data import WorldConfig, CaptionWorld, normalize, hflip, random_resized_crop, digits, mix_seed, epoch_batch, batches_per_epoch
-from .train import TrainConfig, History, fit, cached, cache_site
+from .train import TrainConfig, History, fit, cached, cache_site, resolve_device, to_device
 from .clip import WorldTensors
 from .evaluate import (ProbeConfig, FinetuneConfig, ClassifierConfig, ImageClassifier, train_classifier, labelled_batches, linear_probe, finetune,
-                           evaluating, batched, predict, accuracy, summarize, paired, gate, halfway_gate, verdict_row,
+                           evaluating, batched, model_device, predict, accuracy, summarize, paired, gate, halfway_gate, verdict_row,
                            save_verdicts, load_verdicts, verdict_table)
 
 # %% auto #0
@@ -203,7 +203,8 @@ def make_student(teacher: nn.Module,  # a vlkd encoder (ViTEncoder, HFTextEncode
 # %% ../nbs/02_featkd.ipynb #c029
 def distil_loss(student: nn.Module, teacher: nn.Module, batches: list[dict]) -> float:
     "Mean `distil_step` loss over fixed batches, in eval mode without gradients (the validation loss)."
-    with evaluating(student): return float(np.mean([distil_step(student, teacher, b).item() for b in batches]))
+    dev = model_device(student)
+    with evaluating(student): return float(np.mean([distil_step(student, teacher, to_device(b, dev)).item() for b in batches]))
 
 def distil(student: nn.Module,  # trained in place
            teacher: nn.Module,  # frozen
@@ -212,7 +213,7 @@ def distil(student: nn.Module,  # trained in place
            cfg: TrainConfig,  # AdamW, warmup + cosine; `eval_every` sets the validation points
           ) -> History:
     "Distil `teacher` into `student` with Eq. 39; the History holds train and validation losses (step -1 = before training)."
-    teacher.eval().requires_grad_(False)
+    dev = resolve_device(cfg.device); student.to(dev); teacher.eval().requires_grad_(False).to(dev)  # `fit` trains on cfg.device
     v0 = distil_loss(student, teacher, val_batches)
     hist = fit(student, lambda m, b: distil_step(m, teacher, b), batches, cfg,
                validate=lambda m: distil_loss(m, teacher, val_batches))

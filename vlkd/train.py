@@ -23,8 +23,8 @@ from .data import epoch_batch, mix_seed, shuffle_seed
 # %% auto #0
 __all__ = ['RUNTIME_FIELDS', 'CACHE_VERSION', 'CACHE_SITES', 'TrainConfig', 'lr_schedule', 'momentum_schedule', 'ema_update',
            'ema_teacher', 'plot_schedules', 'History', 'save_checkpoint', 'load_checkpoint', 'batch_indices', 'shard',
-           'fit', 'training_seconds', 'cache_dir', 'cache_key', 'cached', 'CacheSite', 'cache_site',
-           'source_fingerprint', 'check_cache_sites', 'reproduce']
+           'resolve_device', 'to_device', 'fit', 'training_seconds', 'cache_dir', 'cache_key', 'cached', 'CacheSite',
+           'cache_site', 'source_fingerprint', 'check_cache_sites', 'reproduce']
 
 # %% ../nbs/01b_train.ipynb #c005
 _SCHEDULES, _BUFFERS = ('fixed', 'cosine'), ('copy', 'average', 'keep')
@@ -51,6 +51,9 @@ class TrainConfig:
     ckpt_every: int = 0            # steps between checkpoints; 0: only when fit stops
     stop_after: int | None = None  # run at most this many steps in this call (an interruption)
     progress: bool = True          # progress bar and config print (rank 0 only)
+    device: str = 'auto'           # where fit trains: 'auto' (CUDA when torch sees a GPU, else CPU), 'cpu', 'cuda', 'cuda:1', ...
+    channels_last: bool = True     # 4-D batch tensors (images) in channels-last memory: faster convolutions (oneDNN on CPU)
+    fused_adamw: bool = True       # torch's fused AdamW kernel: the same update as its per-tensor loop, up to rounding
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1: raise ValueError(f"steps and batch_size must be ≥ 1, got {self.steps}, {self.batch_size}")
@@ -64,7 +67,8 @@ class TrainConfig:
         "A laptop preset: 20 steps of batch 8."
         return cls(**{**dict(steps=20, batch_size=8, log_every=5), **kw})
 
-RUNTIME_FIELDS = frozenset({'log_every', 'eval_every', 'ckpt_path', 'ckpt_every', 'stop_after', 'progress'})  # how a run is watched, saved and stopped, never what it computes
+RUNTIME_FIELDS = frozenset({'log_every', 'eval_every', 'ckpt_path', 'ckpt_every', 'stop_after', 'progress',  # how a run is watched, saved and stopped,
+                            'device', 'channels_last', 'fused_adamw'})  # and where and with which kernels it runs: never what it computes (up to rounding)
 
 # %% ../nbs/01b_train.ipynb #c008
 def lr_schedule(step: int,  # 0-based optimizer step
@@ -260,10 +264,27 @@ def _batch_fn(batches, cfg, collate, rank, world) -> Callable:
     if callable(batches): return lambda s: shard(batches(s), rank, world)
     raise ValueError(f"batches must be a function of the step or a Dataset, got {type(batches).__name__}")
 
-def _to(batch, device):
-    if isinstance(batch, dict): return {k: _to(v, device) for k, v in batch.items()}
-    if isinstance(batch, (tuple, list)): return type(batch)(_to(v, device) for v in batch)
-    return batch.to(device) if torch.is_tensor(batch) else batch
+def resolve_device(device='auto',  # 'auto', or a torch device (name)
+                  ) -> torch.device:
+    "'auto' -> CUDA when torch sees a GPU, else CPU; any other device is checked, and a CUDA device torch cannot see is an error naming it."
+    if isinstance(device, str) and device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try: d = torch.device(device)
+    except (RuntimeError, TypeError) as e: raise ValueError(f"device must be 'auto' or a torch device such as 'cpu' or 'cuda:0', got {device!r}") from e
+    if d.type == 'cuda' and (not torch.cuda.is_available() or (d.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device {str(device)!r} was asked for, but torch sees {torch.cuda.device_count() if torch.cuda.is_available() else 0} CUDA devices")
+    return d
+
+def to_device(batch,  # a tensor, or dicts / lists / tuples of them (other values pass through)
+              device,  # a torch device
+              channels_last: bool = False,  # 4-D tensors (image batches) in channels-last memory
+             ):
+    "`batch` with every tensor on `device` (and 4-D ones channels-last if asked), same nesting."
+    if isinstance(batch, dict): return {k: to_device(v, device, channels_last) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)): return type(batch)(to_device(v, device, channels_last) for v in batch)
+    if not torch.is_tensor(batch): return batch
+    return batch.to(device, memory_format=torch.channels_last) if channels_last and batch.ndim == 4 else batch.to(device)
+
+_to = to_device
 
 # %% ../nbs/01b_train.ipynb #c037
 def _sync_and_clip(params: list, clip: float | None, world: int) -> float:
@@ -296,7 +317,7 @@ def _rank_seed(seed: int, rank: int) -> int: return seed if rank == 0 else mix_s
 def _optimizer(model, params, cfg) -> torch.optim.AdamW:
     params = [p for p in model.parameters() if p.requires_grad] if params is None else list(params)
     if not params: raise ValueError("nothing to train: the model has no parameter with requires_grad")
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay, fused=cfg.fused_adamw or None)
     for g in opt.param_groups: g.setdefault('initial_lr', g['lr'])
     return opt
 
@@ -338,22 +359,23 @@ def fit(model: nn.Module,  # the student; trained in place
         collate: Callable | None = None,  # list of items -> batch, for a Dataset; default torch's
         gathered_loss: bool = False,  # the loss is on gathered features: scale by world size
        ) -> History:
-    "Train `model` for `cfg.steps` AdamW steps of `step_fn`, resuming from `cfg.ckpt_path`; returns the History."
+    "Train `model` (moved to `cfg.device`, with `ema`) for `cfg.steps` AdamW steps of `step_fn`, resuming from `cfg.ckpt_path`; returns the History."
     with _fit_clock():
         rank, world = world_info()
         if cfg.batch_size % world: raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} processes")
-        if ema is not None: ema.requires_grad_(False)
+        dev = resolve_device(cfg.device); model.to(dev)
+        if ema is not None: ema.requires_grad_(False).to(dev)
         opt = _optimizer(model, params, cfg)
         start, hist = _start(model, opt, ema, cfg, rank, world)
         end = cfg.steps if cfg.stop_after is None else min(cfg.steps, start + cfg.stop_after)
-        get, dev, trained = _batch_fn(batches, cfg, collate, rank, world), next(model.parameters()).device, [p for g in opt.param_groups for p in g['params']]
+        get, trained = _batch_fn(batches, cfg, collate, rank, world), [p for g in opt.param_groups for p in g['params']]
         if cfg.progress and rank == 0 and start == 0: print(config_table(cfg))
         model.train()
         for step in (bar := tqdm(range(start, end), initial=start, total=cfg.steps, disable=not cfg.progress or rank > 0)):
             f = lr_schedule(step, cfg.steps, cfg.warmup_frac, cfg.min_lr_frac)
             for g in opt.param_groups: g['lr'] = g['initial_lr'] * f
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss, logs = _loss_and_logs(step_fn(model, _to(get(step), dev)))
+                loss, logs = _loss_and_logs(step_fn(model, to_device(get(step), dev, cfg.channels_last)))
             opt.zero_grad(set_to_none=True)
             (loss * world if gathered_loss else loss).backward()
             gnorm = _sync_and_clip(trained, cfg.grad_clip, world)
@@ -501,7 +523,8 @@ def check_cache_sites(sites=None,  # CacheSites to check; default every register
     return out
 
 # %% ../nbs/01b_train.ipynb #c057g
-_FIT_SITE = cache_site('fit', CACHE_VERSION, 'fa5d6492446c',  # its version is CACHE_VERSION: bump that
+# 8c533b2a3ab9: `device`, channels-last batches and fused AdamW (same updates up to rounding: version kept)
+_FIT_SITE = cache_site('fit', CACHE_VERSION, '8c533b2a3ab9',  # its version is CACHE_VERSION: bump that
                        fit, _start, _optimizer, _batch_fn, batch_indices, shard, lr_schedule,
                        momentum_schedule, ema_update, _sync_and_clip, epoch_batch, shuffle_seed, mix_seed)
 
