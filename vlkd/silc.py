@@ -24,13 +24,13 @@ from .evaluate import (evaluating, model_device, batched, as_float_images, embed
                            miou, background_miou, summarize, paired, gate, halfway_gate, verdict_row, save_verdicts)
 
 # %% auto #0
-__all__ = ['SILC_SITE', 'ARMS', 'METRICS', 'STUDENT_ROWS', 'TABLE2', 'TABLE1', 'METRIC_NAMES', 'CLAIMS', 'PAPER', 'SEG_SETS',
-           'SMOKE', 'SiLCConfig', 'DINOHead', 'SiLCModel', 'make_silc_model', 'load_clip_towers', 'silc_batches',
-           'image_text_loss', 'teacher_stats', 'silc_step', 'silc_cache_key', 'train_silc', 'segment_objects',
-           'evaluate_silc', 'few_shot_split', 'arm_config', 'AblationConfig', 'SiLCAblation', 'run_silc_ablation',
-           'ablation_table', 'claim_source', 'baseline_gates', 'silc_verdicts', 'gates_table', 'segmentation_maps',
-           'plot_segmentation', 'plot_segmentation_maps', 'save_segmentation_maps', 'load_segmentation_maps',
-           'plot_teacher', 'reproduce']
+__all__ = ['SILC_SITE', 'ARMS', 'METRICS', 'STUDENT_ROWS', 'START', 'TABLE2', 'TABLE1', 'METRIC_NAMES', 'CLAIMS', 'PAPER',
+           'SEG_SETS', 'SMOKE', 'SiLCConfig', 'DINOHead', 'SiLCModel', 'make_silc_model', 'load_clip_towers',
+           'silc_batches', 'image_text_loss', 'teacher_stats', 'silc_step', 'silc_cache_key', 'train_silc',
+           'segment_objects', 'evaluate_silc', 'few_shot_split', 'arm_config', 'AblationConfig', 'SiLCAblation',
+           'run_silc_ablation', 'ablation_table', 'claim_source', 'baseline_gates', 'silc_verdicts', 'gates_table',
+           'segmentation_maps', 'plot_segmentation', 'plot_segmentation_maps', 'save_segmentation_maps',
+           'load_segmentation_maps', 'plot_teacher', 'reproduce']
 
 # %% ../nbs/05_silc.ipynb #c005
 @dataclass
@@ -314,12 +314,13 @@ class SiLCAblation:
 
 METRICS = ('zero_shot', 'few_shot', 'i2t_R1', 't2i_R1', 'seg_mIoU')
 STUDENT_ROWS = ('+ self-dist (SiLC-C)', 'SiLC-S')  # arms whose SiLC student is evaluated too, as '<arm> [student]'
+START = '01d CLIP (the start)'  # the row of the starting checkpoint itself, evaluated once (seed None)
 
 def run_silc_ablation(cfg: AblationConfig,
                       arms=tuple(ARMS),  # which arms
                       folder=None,  # cache folder (None: the default cache)
                      ) -> SiLCAblation:
-    "Train (or load) every arm for every seed, evaluate the model each arm names; rows, models, histories."
+    "Train (or load) every arm for every seed, evaluate the model each arm names (and the starting CLIP once, as `START`); rows, models, histories."
     m = cfg.model; data, test = WorldTensors(m.world, 'train', m.n_train), WorldTensors(m.world, 'test', cfg.n_test)
     fs, rows, models, hists = few_shot_split(m.world, cfg.shots), [], {}, {}
     for seed in cfg.seeds:
@@ -329,6 +330,7 @@ def run_silc_ablation(cfg: AblationConfig,
             rows.append(dict(arm=arm, seed=seed, evaluated=which, **evaluate_silc(models[arm, seed], test, fs, cfg.probe)))
             if arm in STUDENT_ROWS:
                 rows.append(dict(arm=arm + ' [student]', seed=seed, evaluated='student', **evaluate_silc(model, test, fs, cfg.probe)))
+    if m.init is not None: rows.append(dict(arm=START, seed=None, evaluated='start', **evaluate_silc(pretrain_clip(m.init, folder=folder), test, fs, cfg.probe)))
     bg = background_miou(test.masks.long(), len(test.seg_class_names), ignore_index=0)
     return SiLCAblation(rows, models, hists, test, bg, cfg)
 
@@ -344,7 +346,8 @@ def ablation_table(rows: list[dict],  # from `run_silc_ablation`
     missing = [a for a in arms if not any(r['arm'] == a for r in rows)]
     if missing: raise ValueError(f"no rows for arms {missing}")
     out = summarize([r for a in arms for r in rows if r['arm'] == a], ('arm',), METRICS)
-    return [r | dict(note='1 seed: illustration, no verdict row' if r['arm'] in one_seed else '') for r in out]
+    note = lambda a: '1 seed: illustration, no verdict row' if a in one_seed else 'the starting checkpoint of every arm: one model, no continued training' if a == START else ''
+    return [r | dict(note=note(r['arm'])) for r in out]
 
 # %% ../nbs/05_silc.ipynb #c046b
 METRIC_NAMES = dict(zero_shot='zero-shot top-1', few_shot='few-shot linear-probe top-1', i2t_R1='image→text R@1',
@@ -523,8 +526,9 @@ def reproduce(out_dir=None, tiny: bool = False) -> list[Path]:
     cfg = AblationConfig.tiny() if tiny else AblationConfig(); res = run_silc_ablation(cfg)
     meta = dict(config=asdict(cfg), run=SMOKE if tiny else 'full config', background_miou=res.background_miou)
     one = cfg.first_seed_only
-    paths = [save_table(ablation_table(res.rows, TABLE2, one), '05_silc_table2', out_dir, meta),
-             save_table(ablation_table(res.rows, TABLE1, one), '05_silc_table1', out_dir, meta),
+    first = [START] if any(r['arm'] == START for r in res.rows) else []
+    paths = [save_table(ablation_table(res.rows, first + TABLE2, one), '05_silc_table2', out_dir, meta),
+             save_table(ablation_table(res.rows, first + TABLE1, one), '05_silc_table1', out_dir, meta),
              save_table(res.rows, '05_silc_runs', out_dir, meta), save_table(gates_table(res.rows, res.background_miou, cfg), '05_silc_gates', out_dir, meta),
              save_verdicts(silc_verdicts(res.rows, res.background_miou, cfg.zero_shot_gate, f' · {SMOKE}' if tiny else '', cfg.seg_gate_margin), '05_silc', out_dir)]
     return paths + _figures(res, out_dir, SMOKE if tiny else None)
