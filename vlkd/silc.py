@@ -83,8 +83,9 @@ class SiLCConfig:
     @classmethod
     def tiny(cls, **kw):
         "Seconds on a laptop: the tiny 01d CLIP (CNN 16-32-64, text 2x64) continued for 20 steps of batch 32."
+        clip = ClipConfig.tiny(train=TrainConfig.tiny(steps=30, batch_size=32, lr=2e-3, progress=False))  # 01d's tiny CLIP (progress: not in the key)
         return cls(**{**dict(world=WorldConfig.tiny(), n_train=256, conv_widths=(16, 32, 64), image_depth=2, image_width=32, text_depth=2,
-                             text_width=64, embed_dim=32, head_dim=64, head_hidden=32, head_bottleneck=16, n_local=2, init=ClipConfig.tiny(train=TrainConfig.tiny(steps=30, batch_size=32, lr=2e-3, progress=False)),
+                             text_width=64, embed_dim=32, head_dim=64, head_hidden=32, head_bottleneck=16, n_local=2, init=clip,
                              train=TrainConfig.tiny(steps=20, batch_size=32, lr=2e-3, ema_momentum=0.9, progress=False)), **kw})
 
 # %% ../nbs/05_silc.ipynb #c009
