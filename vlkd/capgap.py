@@ -18,20 +18,21 @@ from .utils import set_seed, save_figure, save_table, in_test, config_table, fig
 from .losses import hkd_loss
 from .encoders import vit_encoder, conv_encoder, bert_tokenizer
 from .data import WorldConfig, batches_per_epoch, mix_seed, normalize
-from .train import TrainConfig, fit, cached, cache_site
+from .train import TrainConfig, fit, cached, cached_result, cached_tensors, cache_site
 from .clip import ClipConfig, WorldTensors, pretrain_clip, CLIP_SITE
 from .evaluate import (zero_shot_classifier, ImageClassifier, predict, accuracy, labelled_batches, ClassifierConfig, linear_probe,
                            train_classifier, summarize, paired, gate, halfway_gate, verdict_row, save_verdicts)
 
 # %% auto #0
-__all__ = ['RESNETS', 'CAPGAP_SITE', 'CAPGAP_STUDENT_SITE', 'TEACHER_NAMES', 'CapGapConfig', 'distill_step', 'resnet',
-           'param_count', 'student', 'pretrained_resnet', 'ClipTeacher', 'mlp_head', 'overconfidence',
-           'plot_overconfidence', 'world_data', 'lowshot_indices', 'distill_batches', 'teacher_logits', 'make_teacher',
-           'train_student', 'teacher_name', 'CapGapRun', 'clip_probe', 'probe_curve', 'capacity_runs', 'capacity_table',
-           'lowshot_runs', 'plot_lowshot', 'overconfidence_table', 'teacher_curves', 'overconfidence_runs',
-           'overconfidence_summary', 'plot_overconfidence_bands', 'load_pgamma', 'plot_pgamma', 'closest_ce_teacher',
-           'teacher_gate', 'knowledge_gate', 'student_verdict', 'gap_slope_verdict', 'overconfidence_verdict',
-           'capgap_verdicts', 'teacher_table', 'reproduce']
+__all__ = ['RESNETS', 'CAPGAP_SITE', 'CAPGAP_STUDENT_SITE', 'TEACHER_NAMES', 'PROBE_SITE', 'LOGITS_SITE', 'CapGapConfig',
+           'distill_step', 'resnet', 'param_count', 'student', 'pretrained_resnet', 'ClipTeacher', 'mlp_head',
+           'overconfidence', 'plot_overconfidence', 'world_data', 'lowshot_indices', 'distill_batches',
+           'teacher_logits', 'make_teacher', 'train_student', 'teacher_name', 'CapGapRun', 'clip_probe',
+           'teacher_outputs', 'probe_curve', 'capacity_runs', 'capacity_table', 'lowshot_runs', 'plot_lowshot',
+           'overconfidence_table', 'teacher_curves', 'overconfidence_runs', 'overconfidence_summary',
+           'plot_overconfidence_bands', 'load_pgamma', 'plot_pgamma', 'closest_ce_teacher', 'teacher_gate',
+           'knowledge_gate', 'student_verdict', 'gap_slope_verdict', 'overconfidence_verdict', 'capgap_verdicts',
+           'teacher_table', 'reproduce']
 
 # %% ../nbs/06_capgap.ipynb #c005
 @dataclass
@@ -384,10 +385,28 @@ class CapGapRun:
                          self.test_labels if self.test_labels is not None else other.test_labels, self.clip_probe | other.clip_probe)
 
 def clip_probe(cfg: CapGapConfig, subset: torch.Tensor | None = None, folder=None) -> float:
-    "Test top-1 (%) of `vlkd.evaluate.linear_probe` on the frozen CLIP image tower, trained on the (subset of the) labelled images."
-    tr, te = world_data(cfg, 'train'), world_data(cfg, 'test'); idx = torch.arange(len(tr)) if subset is None else subset
-    clip = pretrain_clip(cfg.clip, folder=folder)
-    return linear_probe(clip.visual, (tr.images[idx], tr.labels[idx]), (te.images, te.labels), len(tr.class_names), transform=normalize)
+    "Test top-1 (%) of `vlkd.evaluate.linear_probe` on the frozen CLIP image tower, trained on the (subset of the) labelled images (cached)."
+    def run():
+        tr, te = world_data(cfg, 'train'), world_data(cfg, 'test'); idx = torch.arange(len(tr)) if subset is None else subset
+        clip = pretrain_clip(cfg.clip, folder=folder)
+        return linear_probe(clip.visual, (tr.images[idx], tr.labels[idx]), (te.images, te.labels), len(tr.class_names), transform=normalize)
+    key = dict(clip=cfg.clip, clip_site=[CLIP_SITE.name, CLIP_SITE.version], world=cfg.world, n_train=cfg.n_train, n_test=cfg.n_test,
+               subset=None if subset is None else subset.tolist())
+    return cached_result(key, run, 'capgap-probe', folder, PROBE_SITE)
+
+def teacher_outputs(name: str,  # a teacher (see `make_teacher`)
+                    cfg: CapGapConfig,
+                    split: str = 'test',  # 'test': its (N_test, C) logits; 'train': (2, N_train, C), plain and mirrored (`teacher_logits`)
+                    subset: torch.Tensor | None = None,  # the teacher's training indices (low-shot); None: the whole split
+                    folder=None, seed: int = _TEACHER_SEED) -> torch.Tensor:
+    "A trained teacher's logits on a split, computed once and cached beside its weights (keyed by the teacher's key and site)."
+    if split not in ('train', 'test'): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    def run():
+        t, data = make_teacher(name, cfg, subset, folder, seed=seed), world_data(cfg, split)
+        return dict(z=teacher_logits(t, data.images) if split == 'train' else predict(t, data.images))
+    key = dict(teacher=_key(cfg, name, subset, seed), teacher_site=[CAPGAP_SITE.name, CAPGAP_SITE.version], split=split,
+               n=cfg.n_train if split == 'train' else cfg.n_test)
+    return cached_tensors(key, run, 'capgap-logits', folder, LOGITS_SITE)['z']
 
 def probe_curve(cfg: CapGapConfig, folder=None) -> list[dict]:
     "CLIP's linear-probe top-1 (%) for each labelled-set size of cfg.probe_sizes (the first n images of the training split)."
@@ -407,8 +426,8 @@ def capacity_runs(arch: str,  # student architecture (see `student`)
         t = None if name == 'none' else make_teacher(name, cfg, subset, folder)
         info, logits, key = dict(teacher_acc=None, teacher_params=n_s), None, None
         if t is not None:
-            run.teachers[name, k], run.test_logits[name, k] = t, predict(t, te.images)
-            logits, key = teacher_logits(t, tr.images), _key(cfg, name, subset)
+            run.teachers[name, k], run.test_logits[name, k] = t, teacher_outputs(name, cfg, 'test', subset, folder)
+            logits, key = teacher_outputs(name, cfg, 'train', subset, folder), _key(cfg, name, subset)
             info = dict(teacher_acc=accuracy(run.test_logits[name, k], te.labels), teacher_params=param_count(t))
         for s in cfg.seeds:
             m = train_student(arch, cfg, s, logits, subset, cache=True, folder=folder, teacher_key=key)
@@ -417,6 +436,9 @@ def capacity_runs(arch: str,  # student architecture (see `student`)
             bar.update()
     bar.close()
     return run
+
+PROBE_SITE = cache_site('capgap-probe', 1, '126b69e1aa7b', clip_probe, world_data, linear_probe)
+LOGITS_SITE = cache_site('capgap-logits', 1, '0a0f20ba3add', teacher_outputs, teacher_logits, world_data, predict)
 
 # %% ../nbs/06_capgap.ipynb #c047b
 def _pm(mean: float, std: float, n: int) -> str: return f'{mean:.2f} ± {std:.2f}' if n > 1 else f'{mean:.2f} (n = 1)'
@@ -483,7 +505,7 @@ def overconfidence_runs(cfg: CapGapConfig, arms,  # teacher arms, each trained (
     seeded = [a for a in arms if a != 'clip-raw'] if seeded is None else seeded
     for a in arms:
         for s in (cfg.teacher_seeds if a in seeded else (_TEACHER_SEED,)):
-            z = predict(make_teacher(a, cfg, None, folder, seed=s), te.images)
+            z = teacher_outputs(a, cfg, 'test', None, folder, seed=s)
             curve = [overconfidence(z, te.labels, g) for g in cfg.gammas]
             rows.append(dict(arm=a, teacher=teacher_name(a), seed=s, teacher_acc=accuracy(z, te.labels), p_curve=curve,
                              p_gamma=overconfidence(z, te.labels, cfg.gamma), p_range=_p_range(curve, cfg.gammas, cfg.gamma_range)))

@@ -21,7 +21,7 @@ __all__ = ['SHAPES', 'COLOURS', 'SIZES', 'SPLITS', 'IMAGENET_MEAN', 'IMAGENET_ST
            'shuffle_seed', 'epoch_batch', 'batches', 'normalize', 'hflip', 'random_resized_crop', 'MultiCrop',
            'load_image', 'ImageFolderData', 'KarpathyCaptions', 'ImageSet', 'digits', 'plot_samples',
            'difficulty_config', 'plot_difficulty', 'plot_world', 'DifficultyProbeConfig', 'difficulty_probe',
-           'reproduce']
+           'reproduce', 'probe_site']
 
 # %% ../nbs/01a_data.ipynb #c005
 SHAPES = ('circle', 'square', 'triangle', 'diamond', 'ring', 'cross', 'star', 'crescent')
@@ -617,9 +617,10 @@ class DifficultyProbeConfig:
 
 def _fourier_features(ds) -> tuple[np.ndarray, np.ndarray]:
     "log(1 + |FFT|) of the mean-centred grey images, flattened, and the labels."
-    g = torch.stack([ds[i]['image'] for i in range(len(ds))]).mean(1)
+    items = [ds[i] for i in range(len(ds))]  # each image rendered once
+    g = torch.stack([it['image'] for it in items]).mean(1)
     f = torch.fft.rfft2(g - g.mean((1, 2), keepdim=True)).abs().log1p()
-    return f.flatten(1).numpy(), np.array([ds[i]['label'] for i in range(len(ds))])
+    return f.flatten(1).numpy(), np.array([it['label'] for it in items])
 
 def difficulty_probe(cfg: DifficultyProbeConfig) -> list[dict]:
     "Fourier-magnitude linear-probe accuracy on the main shape at each difficulty level."
@@ -648,5 +649,15 @@ def reproduce(out_dir=None,  # folder for figures and tables; default `figures/`
     fig = plot_difficulty(); paths.append(save_figure(fig, '01a_data_difficulty', out_dir)); plt.close(fig)
     fig = plot_world(); paths.append(save_figure(fig, '01a_data_interactive', out_dir)); plt.close(fig)
     cfg = DifficultyProbeConfig.tiny() if tiny else DifficultyProbeConfig(); print(config_table(cfg))
-    paths.append(save_table(difficulty_probe(cfg), '01a_data_probe', out_dir, meta=asdict(cfg)))
+    if tiny: rows = difficulty_probe(cfg)  # a smoke run writes nothing to the cache
+    else:
+        from vlkd.train import cached_result  # here: vlkd.train imports this module
+        rows = cached_result(cfg, lambda: difficulty_probe(cfg), 'data-probe', site=probe_site())  # a rerun reads the table back
+    paths.append(save_table(rows, '01a_data_probe', out_dir, meta=asdict(cfg)))
     return paths
+
+def probe_site():
+    "The cache site of `difficulty_probe`, registered when first used (`vlkd.train` imports this module, so not at import)."
+    from vlkd.train import cache_site
+    return cache_site('data-probe', 1, '8ba62a93ba41', difficulty_probe, _fourier_features, difficulty_config, CaptionWorld.__init__,
+                      CaptionWorld.__getitem__, _sample_scene, _render, _rng)

@@ -17,18 +17,18 @@ from .utils import set_seed, save_figure, save_table, figures_dir, in_test, conf
 from .losses import clip_loss, DINOLoss, dino_teacher_probs, dino_cross_entropy
 from .encoders import HFTextEncoder, OpenCLIPText, OpenCLIPVisual, EncoderOutput, TwoTower, bert_tokenizer, open_clip_model
 from .data import WorldConfig, tokenize, normalize, mix_seed, epoch_batch, batches_per_epoch
-from .train import TrainConfig, History, fit, ema_teacher, resolve_device
-from .clip import ClipConfig, pretrain_clip, WorldTensors
-from .evaluate import (evaluating, batched, embed_images, retrieval_metrics, classification_metrics, class_embeddings,
+from .train import TrainConfig, History, fit, ema_teacher, resolve_device, cached_result, cache_site
+from .clip import ClipConfig, pretrain_clip, WorldTensors, CLIP_SITE
+from .evaluate import (evaluating, batched, embed_images, retrieval_metrics, retrieval_ranks, class_ranks, classification_metrics, class_embeddings,
                            zero_shot_classifier, summarize, paired, gate, halfway_gate, verdict_row, save_verdicts)
 
 # %% auto #0
-__all__ = ['HOLDOUT', 'METHODS', 'TASKS', 'self_distillation_loss', 'METRICS', 'GROUP', 'CLAIMS', 'NOISE_CLAIMS', 'EmaTextConfig',
-           'token_embedding', 'encode_from_embeddings', 'mix_token_embeddings', 'TextTower', 'teacher_targets',
-           'render_split', 'prompt_tokens', 'text_batches', 'ema_text_loss', 'wise_tower', 'train_arm', 'evaluate_arm',
-           'pretrained_gate', 'EmaTextRun', 'n_arm_runs', 'run_ema_text', 'results_table', 'plot_bars', 'plot_noise',
-           'load_runs', 'plot_by_noise', 'noise_gap_rows', 'ema_text_verdicts', 'reproduce', 'save_interactive',
-           'open_clip_two_tower']
+__all__ = ['HOLDOUT', 'METHODS', 'TASKS', 'self_distillation_loss', 'EMA_TEXT_SITE', 'METRICS', 'GROUP', 'CLAIMS', 'NOISE_CLAIMS',
+           'EmaTextConfig', 'token_embedding', 'encode_from_embeddings', 'mix_token_embeddings', 'TextTower',
+           'teacher_targets', 'render_split', 'prompt_tokens', 'text_batches', 'ema_text_loss', 'wise_tower',
+           'train_arm', 'evaluate_arm', 'pretrained_gate', 'EmaTextRun', 'n_arm_runs', 'run_ema_text', 'results_table',
+           'plot_bars', 'plot_noise', 'load_runs', 'plot_by_noise', 'noise_gap_rows', 'ema_text_verdicts', 'reproduce',
+           'save_interactive', 'open_clip_two_tower']
 
 # %% ../nbs/04_ema_text.ipynb #c006
 HOLDOUT = (('red', 'circle'), ('green', 'square'), ('blue', 'triangle'), ('yellow', 'diamond'),
@@ -313,8 +313,9 @@ def run_ema_text(cfg: EmaTextConfig,
                  model: TwoTower | None = None,  # a pre-trained two-tower model instead (e.g. `open_clip_two_tower`)
                  tokenizer=None,  # its tokenizer (list[str] -> dict(input_ids, attention_mask)); default BERT uncased
                 ) -> EmaTextRun:
-    "Every arm on every task, noise rate and seed, scored by `evaluate_arm`, with the pre-trained model's gate."
-    print(config_table(cfg)); model = model or pretrain_clip(cfg.clip, folder=folder); gates = [pretrained_gate(model, cfg, tokenizer)]
+    "Every arm on every task, noise rate and seed, scored by `evaluate_arm` (kept by `cached_result`), with the pre-trained model's gate."
+    print(config_table(cfg)); model_given = model
+    model = model or pretrain_clip(cfg.clip, folder=folder); gates = [pretrained_gate(model, cfg, tokenizer)]
     tests = {'test': render_split(cfg.world, 'test', cfg.n_test, tokenizer), 'holdout': render_split(cfg.world, 'test_holdout', cfg.n_holdout, tokenizer)}
     for d in tests.values(): d['image_emb'] = embed_images(model, d['images'])
     prompts = prompt_tokens(tests['test']['class_names'], tests['test']['templates'], tokenizer)
@@ -330,13 +331,20 @@ def run_ema_text(cfg: EmaTextConfig,
                 for arm in arms:
                     key = dict(task=task, caption_noise=p, arm=arm, seed=seed)
                     if arm == 'zero_shot': rows.append(key | zero_shot); bar.update(); continue  # nothing trained: the same numbers for every seed
-                    if arm == 'wise' and 'finetune_text' in tuned: text, both = wise_tower(TextTower(model), tuned['finetune_text'], cfg.wise_alpha), None
-                    else:
-                        set_seed(seed); text, both, hists[tuple(key.values())] = train_arm(model, train, prompts, cfg, arm, task, seed)
-                        tuned[arm] = text
-                    rows.append(key | evaluate_arm(text, _splits_for(both, tests), prompts)); bar.update(); bar.set_postfix_str(f'{task} p={p:g} {arm} seed {seed}')
+                    def run_arm(arm=arm):  # train and score one arm: its metrics and training curve
+                        if arm == 'wise' and 'finetune_text' in tuned: text, both, h = wise_tower(TextTower(model), tuned['finetune_text'], cfg.wise_alpha), None, None
+                        else: set_seed(seed); text, both, h = train_arm(model, train, prompts, cfg, arm, task, seed); tuned[arm] = text
+                        return dict(metrics=evaluate_arm(text, _splits_for(both, tests), prompts), history=None if h is None else asdict(h))
+                    res = (cached_result(dict(config=cfg, clip_site=[CLIP_SITE.name, CLIP_SITE.version], **key), run_arm, 'ema-text-arm', folder, EMA_TEXT_SITE)
+                           if model_given is None and tokenizer is None else run_arm())  # the key describes only the default pre-trained CLIP
+                    if res['history'] is not None: hists[tuple(key.values())] = History(**res['history'])
+                    rows.append(key | res['metrics']); bar.update(); bar.set_postfix_str(f'{task} p={p:g} {arm} seed {seed}')
     bar.close()
     return EmaTextRun(rows, gates, hists)
+
+EMA_TEXT_SITE = cache_site('ema-text', 1, 'b2341d613f92', run_ema_text, train_arm, ema_text_loss, text_batches, TextTower.__init__, TextTower.forward, TextTower.forward_embeds,
+                           wise_tower, evaluate_arm, _encode, _splits_for, render_split, prompt_tokens, teacher_targets, mix_token_embeddings,
+                           encode_from_embeddings, retrieval_metrics, retrieval_ranks, classification_metrics, class_ranks, class_embeddings)
 
 # %% ../nbs/04_ema_text.ipynb #c036
 METRICS = ('top1_test', 'top1_holdout', 'R@1_test', 'R@1_holdout', 'R@5_test', 'R@5_holdout')

@@ -18,19 +18,20 @@ from .losses import data2vec_targets, feature_kd_loss
 from .encoders import (EncoderOutput, _Encoder, from_hub, local_weights, vit_encoder, minilm, truncate,
                            layer_decay_groups)
 from .data import WorldConfig, CaptionWorld, normalize, hflip, random_resized_crop, digits, mix_seed, epoch_batch, batches_per_epoch
-from .train import TrainConfig, History, fit, cached, cache_site, resolve_device, to_device
+from .train import TrainConfig, History, fit, cached, cached_result, cache_site, resolve_device, to_device
 from .clip import WorldTensors
 from .evaluate import (ProbeConfig, FinetuneConfig, ClassifierConfig, ImageClassifier, train_classifier, labelled_batches, linear_probe, finetune,
                            evaluating, batched, model_device, predict, accuracy, summarize, paired, gate, halfway_gate, verdict_row,
                            save_verdicts, load_verdicts, verdict_table)
 
 # %% auto #0
-__all__ = ['TEACHER_SITE', 'IMAGE_METRICS', 'GLUE', 'TABLE6_REPORTED', 'IMAGE_CLAIMS', 'TEXT_CLAIMS', 'HFVisionEncoder',
-           'data2vec_vision', 'FeatKDConfig', 'image_batches', 'world_teacher', 'image_teacher', 'teacher_gate',
-           'distil_step', 'teacher_targets', 'make_student', 'distil_loss', 'distil', 'FeatKDResult', 'summary_table',
-           'run_image_featkd', 'image_table', 'text_corpus', 'split_corpus', 'pack_tokens', 'TextKDConfig',
-           'sentence_embeddings', 'agreement', 'token_batches', 'text_table', 'run_text_featkd', 'curve_data',
-           'plot_curve_data', 'plot_curves', 'save_curves', 'featkd_verdicts', 'reproduce']
+__all__ = ['TEACHER_SITE', 'IMAGE_METRICS', 'IMAGE_RUNS_SITE', 'GLUE', 'TABLE6_REPORTED', 'TEXT_RUNS_SITE', 'IMAGE_CLAIMS',
+           'TEXT_CLAIMS', 'HFVisionEncoder', 'data2vec_vision', 'FeatKDConfig', 'image_batches', 'world_teacher',
+           'image_teacher', 'teacher_gate', 'distil_step', 'teacher_targets', 'make_student', 'distil_loss', 'distil',
+           'FeatKDResult', 'summary_table', 'run_image_featkd', 'image_table', 'text_corpus', 'split_corpus',
+           'pack_tokens', 'TextKDConfig', 'sentence_embeddings', 'agreement', 'token_batches', 'text_table',
+           'run_text_featkd', 'curve_data', 'plot_curve_data', 'plot_curves', 'save_curves', 'featkd_verdicts',
+           'reproduce']
 
 # %% ../nbs/02_featkd.ipynb #c005
 class HFVisionEncoder(_Encoder):
@@ -241,7 +242,7 @@ class FeatKDResult:
     rows: list[dict]  # `arm`, `seed` (None: an arm without randomness, evaluated once), descriptive fields and metrics
     histories: dict  # init -> distillation Histories, one per seed (Fig. 12)
     gates: list[dict]  # the teacher's competence gate (`vlkd.evaluate.gate`)
-    models: dict = field(default_factory=dict)  # 'teacher' and the distilled student of each init (first seed)
+    models: dict = field(default_factory=dict)  # 'teacher' and the first distilled student of each init trained in this call (a cached arm brings back its row, not its weights)
 
 def summary_table(rows: list[dict],  # an experiment's rows: one dict per arm and seed
                   cols: list[str],  # metric columns in order; '-' where an arm has no such metric
@@ -279,20 +280,28 @@ def run_image_featkd(cfg: FeatKDConfig,  # the experiment; `FeatKDConfig.tiny()`
     data, L, tune = _eval_data(cfg, train, test), cfg.student_depth, lambda arm: arm in cfg.finetune_models
     val_b = [dict(images=x, targets=teacher_targets(teacher, x)) for x in _eval_tensors(val)[0].split(256)]  # fixed: targets once
     rows, hists, models, name = [], {i: [] for i in cfg.inits}, dict(teacher=teacher), 'trained here' if clf is not None else cfg.teacher
+    keep = lambda arm, seed, run: cached_result(dict(config=cfg, teacher_site=[TEACHER_SITE.name, TEACHER_SITE.version], arm=arm, seed=seed),
+                                                run, 'featkd-image-arm', folder, IMAGE_RUNS_SITE)  # a rerun reads each arm's row back
+    def distilled(init, seed):
+        s = make_student(teacher, L, init, seed)
+        h = distil(s, teacher, image_batches(train, cfg.distil.batch_size, cfg.crop_scale, seed), val_b, replace(cfg.distil, seed=seed))
+        models.setdefault(f'distilled {init}', s)
+        return dict(history=asdict(h), row=_run_row(f'distilled {init}', seed, _losses(h, cfg.distil), _evaluate(s, data, cfg, seed, tune(init)),
+                                                    model='distilled student', init=init, blocks=L))
     for seed in cfg.seeds:
-        rows.append(_run_row('teacher', seed, _evaluate(teacher, data, cfg, seed, tune('teacher')), model=f'teacher ({name})', init='-', blocks=cfg.depth))
-        s0 = make_student(teacher, L, 'first')
-        rows.append(_run_row('undistilled first', seed, {'val loss': distil_loss(s0, teacher, val_b)}, _evaluate(s0, data, cfg, seed, False),
-                             model='first half, not distilled', init='first', blocks=L))
+        rows.append(keep('teacher', seed, lambda: _run_row('teacher', seed, _evaluate(teacher, data, cfg, seed, tune('teacher')),
+                                                           model=f'teacher ({name})', init='-', blocks=cfg.depth)))
+        s0 = lambda: make_student(teacher, L, 'first')
+        rows.append(keep('undistilled first', seed, lambda: _run_row('undistilled first', seed, {'val loss': distil_loss(s0(), teacher, val_b)},
+                                                                     _evaluate(s0(), data, cfg, seed, False), model='first half, not distilled', init='first', blocks=L)))
         for init in cfg.inits:
-            s = make_student(teacher, L, init, seed)
-            h = distil(s, teacher, image_batches(train, cfg.distil.batch_size, cfg.crop_scale, seed), val_b, replace(cfg.distil, seed=seed))
-            hists[init].append(h); models.setdefault(f'distilled {init}', s)
-            rows.append(_run_row(f'distilled {init}', seed, _losses(h, cfg.distil), _evaluate(s, data, cfg, seed, tune(init)),
-                                 model='distilled student', init=init, blocks=L))
-        scratch = make_student(teacher, L, 'random', 1000 + seed)
-        rows.append(_run_row('scratch', seed, _evaluate(scratch, data, cfg, seed, tune('scratch')), model='scratch (not distilled)', init='random', blocks=L))
+            r = keep(f'distilled {init}', seed, lambda: distilled(init, seed)); hists[init].append(History(**r['history'])); rows.append(r['row'])
+        rows.append(keep('scratch', seed, lambda: _run_row('scratch', seed, _evaluate(make_student(teacher, L, 'random', 1000 + seed), data, cfg, seed, tune('scratch')),
+                                                           model='scratch (not distilled)', init='random', blocks=L)))
     return FeatKDResult(rows, hists, [teacher_gate(cfg, clf, test)], models)
+
+IMAGE_RUNS_SITE = cache_site('featkd-image-runs', 1, 'eef728b30c85', run_image_featkd, _evaluate, _eval_data, _eval_tensors, _run_row, _losses, distil, distil_step,
+                             distil_loss, make_student, teacher_targets, image_batches, linear_probe, finetune, truncate, feature_kd_loss, data2vec_targets)
 
 def image_table(rows: list[dict]) -> list[dict]:
     "Tables 4-5 analogue: mean ± std per arm of the validation loss and the probe / finetune accuracies."
@@ -431,7 +440,8 @@ def text_table(rows: list[dict],  # `run_text_featkd`'s rows
     return [{c: r[c] for c in order} for r in out]
 
 # %% ../nbs/02_featkd.ipynb #c055
-def run_text_featkd(cfg: TextKDConfig  # the experiment; `TextKDConfig.tiny()` for a smoke run
+def run_text_featkd(cfg: TextKDConfig,  # the experiment; `TextKDConfig.tiny()` for a smoke run
+                    folder=None,  # cache folder of the arms' rows; default `vlkd.train.cache_dir()`
                    ) -> FeatKDResult:
     "Distil MiniLM-L6 into 3-layer students (first half / every other); one row per arm and seed (Table 6 analogue)."
     print(config_table(cfg))
@@ -441,22 +451,33 @@ def run_text_featkd(cfg: TextKDConfig  # the experiment; `TextKDConfig.tiny()` f
     topics = [t for t, _ in Counter(s for _, s in corpus).most_common(cfg.n_topics)]
     chunks, val = (pack_tokens([s for s, _ in split[p]], tok, cfg.length) for p in ('train', 'val'))
     chunks = chunks[:cfg.train.steps * cfg.train.batch_size]  # no more than the run can visit (at most one epoch)
-    targets, val_b = teacher_targets(teacher, chunks), [dict(input_ids=v, targets=teacher_targets(teacher, v)) for v in val.split(32)]
+    val_b, memo = [dict(input_ids=v, targets=teacher_targets(teacher, v)) for v in val.split(32)], {}
+    def targets():  # the teacher's targets of every training chunk: computed once, and only when an arm trains
+        if 'targets' not in memo: memo['targets'] = teacher_targets(teacher, chunks)
+        return memo['targets']
     t_test = sentence_embeddings(teacher, tok, [s for s, _ in split['test']])
     split = dict(test=split['test'], train=[x for x in split['train'] if x[1] in topics])  # what the evaluation embeds
     ev, L = lambda m: _text_eval(m, tok, split, topics, t_test, cfg.k), cfg.student_depth
-    rows, hists, models = [_run_row('teacher', None, ev(teacher), model='MiniLM-L6 (teacher)', init='-', layers=teacher.n_layers)], {i: [] for i in cfg.inits}, dict(teacher=teacher)
+    keep = lambda arm, seed, run: cached_result(dict(config=cfg, arm=arm, seed=seed), run, 'featkd-text-arm', folder, TEXT_RUNS_SITE)  # the teacher ships in a package
+    rows, hists, models = [keep('teacher', None, lambda: _run_row('teacher', None, ev(teacher), model='MiniLM-L6 (teacher)', init='-', layers=teacher.n_layers))], {i: [] for i in cfg.inits}, dict(teacher=teacher)
     gates = [gate(f'MiniLM-L6 topic probe ({len(topics)} topics)', rows[0]['topic probe'], halfway_gate(len(topics)) if cfg.topic_gate is None else cfg.topic_gate)]
     for init in cfg.inits:
-        s0 = make_student(teacher, L, init)  # no randomness: one row, seed None
-        rows.append(_run_row(f'undistilled {init}', None, {'val loss': distil_loss(s0, teacher, val_b)}, ev(s0), model='student, not distilled', init=init, layers=L))
-        for seed in cfg.seeds:
+        s0 = lambda: make_student(teacher, L, init)  # no randomness: one row, seed None
+        rows.append(keep(f'undistilled {init}', None, lambda: _run_row(f'undistilled {init}', None, {'val loss': distil_loss(s0(), teacher, val_b)}, ev(s0()),
+                                                                       model='student, not distilled', init=init, layers=L)))
+        def distilled(seed):
             s = make_student(teacher, L, init)
             if cfg.freeze_word_embeddings: s.model.embeddings.word_embeddings.weight.requires_grad_(False)
-            h = distil(s, teacher, token_batches(chunks, targets, cfg.train.batch_size, seed), val_b, replace(cfg.train, seed=seed))
-            hists[init].append(h); models.setdefault(f'distilled {init}', s)
-            rows.append(_run_row(f'distilled {init}', seed, _losses(h, cfg.train), ev(s), model='distilled student', init=init, layers=L))
+            h = distil(s, teacher, token_batches(chunks, targets(), cfg.train.batch_size, seed), val_b, replace(cfg.train, seed=seed))
+            models.setdefault(f'distilled {init}', s)
+            return dict(history=asdict(h), row=_run_row(f'distilled {init}', seed, _losses(h, cfg.train), ev(s), model='distilled student', init=init, layers=L))
+        for seed in cfg.seeds:
+            r = keep(f'distilled {init}', seed, lambda: distilled(seed)); hists[init].append(History(**r['history'])); rows.append(r['row'])
     return FeatKDResult(rows, hists, gates, models)
+
+TEXT_RUNS_SITE = cache_site('featkd-text-runs', 1, '1fbc078338b1', run_text_featkd, _run_row, _losses, distil, distil_step, distil_loss, make_student,
+                            teacher_targets, token_batches, pack_tokens, split_corpus, text_corpus, _text_eval, sentence_embeddings, agreement,
+                            linear_probe, truncate, feature_kd_loss, data2vec_targets)
 
 # %% ../nbs/02_featkd.ipynb #c058
 def curve_data(image_hists: dict,  # init -> list of Histories (one per seed), `run_image_featkd(...).histories`
@@ -550,8 +571,8 @@ def reproduce(out_dir=None,  # folder for figures and tables; default `figures/`
              ) -> list[Path]:
     "Run the image and text experiments; write `02_featkd_curves.png/.json` (the curves' numbers), `02_featkd_image/text.md/.json` and `02_featkd_verdicts.json/.md`."
     icfg, tcfg = (FeatKDConfig.tiny(), TextKDConfig.tiny()) if tiny else (FeatKDConfig(), TextKDConfig())
-    with tempfile.TemporaryDirectory() as tmp: img = run_image_featkd(icfg, folder or (tmp if tiny else None))
-    txt, run = run_text_featkd(tcfg), 'smoke run (tiny config)' if tiny else 'full config'
+    with tempfile.TemporaryDirectory() as tmp: img, txt = run_image_featkd(icfg, folder or (tmp if tiny else None)), run_text_featkd(tcfg, folder or (tmp if tiny else None))
+    run = 'smoke run (tiny config)' if tiny else 'full config'
     paths = [save_table(image_table(img.rows), '02_featkd_image', out_dir, meta=dict(run=run, config=asdict(icfg), gates=img.gates, runs=img.rows)),
              save_table(text_table(txt.rows, tcfg.k), '02_featkd_text', out_dir, meta=dict(run=run, config=asdict(tcfg), gates=txt.gates, runs=txt.rows))]
     fig = plot_curves(img.histories, txt.histories, smoke=tiny); paths.append(save_figure(fig, '02_featkd_curves', out_dir)); plt.close(fig)

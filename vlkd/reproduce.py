@@ -30,14 +30,15 @@ def run_all(only: list[str] | None = None,  # chapter names; default all
             out_dir=None,  # where figures and tables go; default `figures/`
             verbose: bool = True,  # print each chapter's time and training share when it ends
            ) -> list[dict]:
-    "Run each chapter's `reproduce`; rows of (chapter, seconds, train_seconds, other_seconds, train_share, files)."
+    "Run each chapter's `reproduce`; rows of (chapter, seconds, train_seconds, other_seconds, train_share, files, models, measured)."
     rows = []
     for c in (bar := tqdm(reproducible_chapters(only), desc='reproduce')):
         bar.set_postfix_str(c); t0, fit0 = time.perf_counter(), training_seconds()
         paths = importlib.import_module(f'vlkd.{c}').reproduce(out_dir=out_dir, tiny=tiny)
         total, train = time.perf_counter() - t0, training_seconds() - fit0
         rows.append(dict(chapter=c, seconds=round(total, 1), train_seconds=round(train, 1), other_seconds=round(total - train, 1),
-                         train_share=round(train / total, 3) if total > 0 else 0.0, files=len(paths)))
+                         train_share=round(train / total, 3) if total > 0 else 0.0, files=len(paths),
+                         models='trained' if train > 0 else 'from cache', measured=time.strftime('%Y-%m-%d %H:%M')))
         if verbose: tqdm.write(f"{c:>10}: {total:8.1f} s ({train:.1f} s training, {total - train:.1f} s data/eval/figures), {len(paths)} files")
     if not tiny: _record_timings(rows, out_dir)
     return rows

@@ -18,18 +18,18 @@ from .utils import set_seed, save_figure, save_table, config_table, save_arrays,
 from .losses import kd_loss, ranking_loss
 from .encoders import vit_encoder, bert_encoder, bert_tokenizer, from_hub, conv_encoder, ConvEncoder
 from .data import WorldConfig, CaptionWorld, normalize, tokenize
-from .train import TrainConfig, fit, cached, cache_site
+from .train import TrainConfig, fit, cached, cached_result, cached_tensors, cache_site
 from .clip import WorldTensors, contrastive_batches
 from .evaluate import (ImageClassifier, ClassifierConfig, train_classifier, labelled_batches, predict, accuracy, embed_images, embed_texts,
-                           embed_split, retrieval_metrics, chunked_median_rank, summarize, paired, gate, verdict_row, save_verdicts)
+                           embed_split, retrieval_metrics, retrieval_ranks, chunked_median_rank, summarize, paired, gate, verdict_row, save_verdicts)
 
 # %% auto #0
-__all__ = ['SWEEP_METRICS', 'METRICS', 'TeacherConfig', 'eq31_weight', 'SHReConfig', 'sweep_points', 'timm_teacher',
-           'make_teacher', 'train_teacher', 'SharedOutput', 'SHReStudent', 'make_student', 'shre_loss', 'shre_batches',
-           'train_shre', 'student_key', 'cached_student', 'caption_tokenizer', 'first_captions', 'shre_metrics',
-           'evaluate_shre', 'project_pairs', 'alignment_pairs', 'plot_alignment', 'alignment_data', 'save_pairs',
-           'load_pairs', 'plot_pair', 'sweep_label', 'run_sweep', 'best_weight', 'SHReResult', 'run_shre_experiment',
-           'plot_curves', 'plot_sweep', 'shre_verdicts', 'reproduce']
+__all__ = ['SWEEP_METRICS', 'METRICS', 'SCORES_SITE', 'TeacherConfig', 'eq31_weight', 'SHReConfig', 'sweep_points',
+           'timm_teacher', 'make_teacher', 'train_teacher', 'SharedOutput', 'SHReStudent', 'make_student', 'shre_loss',
+           'shre_batches', 'train_shre', 'student_key', 'cached_student', 'caption_tokenizer', 'first_captions',
+           'shre_metrics', 'evaluate_shre', 'cached_scores', 'project_pairs', 'alignment_pairs', 'plot_alignment',
+           'alignment_data', 'save_pairs', 'load_pairs', 'plot_pair', 'sweep_label', 'run_sweep', 'best_weight',
+           'SHReResult', 'run_shre_experiment', 'plot_curves', 'plot_sweep', 'shre_verdicts', 'reproduce']
 
 # %% ../nbs/03_shre.ipynb #c006
 _TEACHER_ARCHS = ('cnn', 'vit')
@@ -285,6 +285,17 @@ def evaluate_shre(model, test: WorldTensors,  # a student (or anything with enco
     "Embed the test split with `model` (`embed_split`) and return `shre_metrics`."
     return shre_metrics(embed_split(model, test, tokenize or caption_tokenizer()), chunk)
 
+def cached_scores(model, cfg: SHReConfig,  # a student of `cfg` (or the untrained one)
+                  arm: str, seed: int,  # which student: an arm of `_ARMS` or 'untrained'
+                  data: WorldTensors,  # the split it is scored on (val or test)
+                  split: str,  # that split's name
+                  tokenize=None, folder=None) -> dict:
+    "`evaluate_shre` of a student, computed once per student, split and chunk and then read from the cache (`cached_result`)."
+    who = (student_key(cfg, arm, seed) if arm != 'untrained' else {k: v for k, v in asdict(cfg).items() if k not in _NOT_WEIGHTS} | dict(seed=seed))
+    key = dict(student=who, arm=arm, split=split, n=len(data), chunk=cfg.chunk,
+               sites=[[s.name, s.version] for s in (_TEACHER_SITE, _STUDENT_SITE)])
+    return cached_result(key, lambda: evaluate_shre(model, data, cfg.chunk, tokenize), 'shre-scores', folder, SCORES_SITE)
+
 # %% ../nbs/03_shre.ipynb #c039
 def project_pairs(image_emb: torch.Tensor,  # (n, E) images
                   text_emb: torch.Tensor,  # (n, E) their captions, row i pairs with image i
@@ -385,7 +396,8 @@ def run_sweep(cfg: SHReConfig, data: WorldTensors, logits: torch.Tensor,  # as `
     rows, hists = [], {}
     for w, s in tqdm([(w, s) for w in sweep_points(cfg) for s in cfg.sweep_seeds], desc='rank-weight sweep (validation)'):
         m = cached_student(replace(cfg, rank_weight=w), data, logits, 'both' if w else 'kl', s, folder, val_fn)
-        rows.append(dict(weighting=sweep_label(w, cfg.train.batch_size), rank_weight=w, seed=s, **val_fn(m))); hists[w, s] = m.history
+        scores = cached_scores(m, replace(cfg, rank_weight=w), 'both' if w else 'kl', s, val, 'val', tok, folder)
+        rows.append(dict(weighting=sweep_label(w, cfg.train.batch_size), rank_weight=w, seed=s, **{k: scores[k] for k in SWEEP_METRICS})); hists[w, s] = m.history
     return rows, hists
 
 def best_weight(rows: list[dict]  # `run_sweep` rows
@@ -426,17 +438,22 @@ def run_shre_experiment(cfg: SHReConfig,  # the full or `.tiny()` configuration
     "Teacher, then the rank-weight sweep on the validation split, then every arm × seed at the best weight on the test split."
     print(config_table(cfg)); w = cfg.teacher.world
     data, val, test = (WorldTensors(w, s, n) for s, n in (('train', cfg.teacher.n_train), ('val', cfg.n_val), ('test', cfg.n_test)))
-    teacher = train_teacher(cfg.teacher, data, folder); logits, tok = predict(teacher, data.images), caption_tokenizer()
+    teacher, tok = train_teacher(cfg.teacher, data, folder), caption_tokenizer()
+    logits = cached_tensors(dict(teacher=cfg.teacher, site=[_TEACHER_SITE.name, _TEACHER_SITE.version]),  # its training-split logits, once
+                            lambda: dict(z=predict(teacher, data.images)), 'shre-logits', folder, SCORES_SITE)['z']
     sweep, sweep_hist = run_sweep(cfg, data, logits, val, tok, folder) if cfg.sweep_seeds else ([], {})
     acfg = replace(cfg, rank_weight=best_weight(sweep)) if sweep else cfg
     rows, models, histories = [], {}, {}
     for seed, arm in tqdm([(s, a) for s in cfg.seeds for a in ('untrained', *cfg.arms)], desc='SHRe ablation'):
         m = make_student(cfg, logits.shape[1], seed).eval() if arm == 'untrained' else cached_student(acfg, data, logits, arm, seed, folder)
-        rows.append(dict(arm=arm, seed=seed, **evaluate_shre(m, test, cfg.chunk, tok)))
+        rows.append(dict(arm=arm, seed=seed, **cached_scores(m, acfg, arm, seed, test, 'test', tok, folder)))
         if arm != 'untrained': histories[arm, seed] = m.history
         if seed == cfg.seeds[0]: models[arm] = m
     top1 = accuracy(predict(teacher, test.images), test.labels)
     return SHReResult(rows, models, histories, teacher, top1, logits.shape[1], test, tok, sweep, sweep_hist, acfg.rank_weight)
+
+SCORES_SITE = cache_site('shre-scores', 1, 'a653896cadd5', cached_scores, evaluate_shre, shre_metrics, first_captions, caption_tokenizer, embed_split,
+                         retrieval_metrics, retrieval_ranks, chunked_median_rank, predict)
 
 # %% ../nbs/03_shre.ipynb #c046
 def plot_curves(histories: dict,  # arm -> vlkd.train.History with logs 'kd' and 'rank'

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import save_model, load_model
+from safetensors.torch import save_model, load_model, save_file, load_file
 from torch import nn
 from torch.utils.data import default_collate
 from tqdm.auto import tqdm
@@ -24,7 +24,7 @@ from .data import epoch_batch, mix_seed, shuffle_seed
 __all__ = ['RUNTIME_FIELDS', 'CACHE_VERSION', 'CACHE_SITES', 'TrainConfig', 'lr_schedule', 'momentum_schedule', 'ema_update',
            'ema_teacher', 'plot_schedules', 'History', 'save_checkpoint', 'load_checkpoint', 'batch_indices', 'shard',
            'resolve_device', 'to_device', 'fit', 'training_seconds', 'cache_dir', 'cache_key', 'cached', 'CacheSite',
-           'cache_site', 'source_fingerprint', 'check_cache_sites', 'reproduce']
+           'cache_site', 'source_fingerprint', 'check_cache_sites', 'cached_result', 'cached_tensors', 'reproduce']
 
 # %% ../nbs/01b_train.ipynb #c005
 _SCHEDULES, _BUFFERS = ('fixed', 'cosine'), ('copy', 'average', 'keep')
@@ -527,6 +527,40 @@ def check_cache_sites(sites=None,  # CacheSites to check; default every register
 _FIT_SITE = cache_site('fit', CACHE_VERSION, '8c533b2a3ab9',  # its version is CACHE_VERSION: bump that
                        fit, _start, _optimizer, _batch_fn, batch_indices, shard, lr_schedule,
                        momentum_schedule, ema_update, _sync_and_clip, epoch_batch, shuffle_seed, mix_seed)
+
+# %% ../nbs/01b_train.ipynb #c057j
+def cached_result(key,  # config that determines the result (dataclass or dict)
+                  compute: Callable,  # compute() -> a JSON-serialisable result (dicts, lists, numbers, strings)
+                  name: str = 'result',  # file-name prefix, part of the key
+                  folder=None,  # default cache_dir()
+                  site: CacheSite | None = None,  # the computing code's registered site (`cache_site`): name and version join the key
+                 ):
+    "The result of `compute()` for `key`: read from the cache if there, else computed and stored (atomically)."
+    path = Path(folder or cache_dir()) / f'{name}-{cache_key(key, name, site)}.result.json'
+    for msg in (check_cache_sites([site]) if site is not None else []): warnings.warn(msg)
+    if path.exists():
+        try: return json.loads(path.read_text())['result']
+        except (ValueError, KeyError, TypeError) as e: warnings.warn(f"cached result {path} is unreadable ({e}); recomputing it")
+    result = compute()
+    blob = json.dumps(dict(name=name, key=_key_value(key if is_dataclass(key) else dict(key)), site=site and [site.name, site.version], result=result))
+    if world_info()[0] == 0: path.parent.mkdir(parents=True, exist_ok=True); _atomic_write(path, lambda tmp: tmp.write_text(blob))
+    return json.loads(blob)['result']  # what a hit returns: the same types (tuples become lists)
+
+def cached_tensors(key,  # config that determines the tensors (dataclass or dict)
+                   compute: Callable,  # compute() -> dict of name -> tensor (e.g. a frozen teacher's logits)
+                   name: str = 'tensors',  # file-name prefix, part of the key
+                   folder=None,  # default cache_dir()
+                   site: CacheSite | None = None,  # the computing code's registered site: name and version join the key
+                  ) -> dict:
+    "The tensors of `compute()` for `key` (on the CPU): loaded from the cache if there, else computed and stored (safetensors, atomically)."
+    path = Path(folder or cache_dir()) / f'{name}-{cache_key(key, name, site)}.safetensors'
+    for msg in (check_cache_sites([site]) if site is not None else []): warnings.warn(msg)
+    if path.exists():
+        try: return load_file(path)
+        except Exception as e: warnings.warn(f"cached tensors {path} could not be loaded ({e}); recomputing them")
+    out = {k: v.detach().cpu().contiguous() for k, v in compute().items()}
+    if world_info()[0] == 0: path.parent.mkdir(parents=True, exist_ok=True); _atomic_write(path, lambda tmp: save_file(out, str(tmp)))
+    return out
 
 # %% ../nbs/01b_train.ipynb #c059
 def reproduce(out_dir=None,  # default figures/
