@@ -15,34 +15,37 @@ import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from .utils import set_seed, save_figure, save_table, save_arrays, load_arrays
 from .losses import clip_loss, siglip_loss, DINOLoss
-from .encoders import vit_encoder, bert_encoder, bert_tokenizer, TwoTower
+from .encoders import vit_encoder, conv_encoder, ConvEncoder, bert_encoder, bert_tokenizer, TwoTower
 from .data import WorldConfig, MultiCrop, mix_seed, normalize
-from .train import TrainConfig, fit, cached, cache_site, ema_teacher
-from .clip import WorldTensors, contrastive_batches, contrastive_step
+from .train import TrainConfig, fit, cached, cache_site, cache_key, ema_teacher
+from .clip import WorldTensors, contrastive_batches, contrastive_step, ClipConfig, make_two_tower, pretrain_clip, CLIP_SITE
 from .evaluate import (evaluating, model_device, batched, as_float_images, embed_split, zero_shot_classifier,
                            classification_metrics, retrieval_metrics, linear_probe, ProbeConfig, zero_shot_segmentation,
                            miou, background_miou, summarize, paired, gate, halfway_gate, verdict_row, save_verdicts)
 
 # %% auto #0
-__all__ = ['SILC_SITE', 'ARMS', 'METRICS', 'STUDENT_ROWS', 'TABLE2', 'TABLE1', 'METRIC_NAMES', 'CLAIMS', 'PAPER', 'SEG_SETS',
-           'SMOKE', 'SiLCConfig', 'DINOHead', 'SiLCModel', 'make_silc_model', 'silc_batches', 'image_text_loss',
-           'teacher_stats', 'silc_step', 'train_silc', 'segment_objects', 'evaluate_silc', 'few_shot_split',
-           'arm_config', 'AblationConfig', 'SiLCAblation', 'run_silc_ablation', 'ablation_table', 'claim_source',
-           'silc_verdicts', 'segmentation_maps', 'plot_segmentation', 'plot_segmentation_maps',
-           'save_segmentation_maps', 'load_segmentation_maps', 'plot_teacher', 'scale_study', 'reproduce']
+__all__ = ['SILC_SITE', 'ARMS', 'METRICS', 'STUDENT_ROWS', 'START', 'TABLE2', 'TABLE1', 'METRIC_NAMES', 'CLAIMS', 'PAPER',
+           'SEG_SETS', 'SMOKE', 'SiLCConfig', 'DINOHead', 'SiLCModel', 'make_silc_model', 'load_clip_towers',
+           'silc_batches', 'image_text_loss', 'teacher_stats', 'silc_step', 'silc_cache_key', 'train_silc',
+           'segment_objects', 'evaluate_silc', 'few_shot_split', 'arm_config', 'AblationConfig', 'SiLCAblation',
+           'run_silc_ablation', 'ablation_table', 'claim_source', 'baseline_gates', 'silc_verdicts', 'gates_table',
+           'segmentation_maps', 'plot_segmentation', 'plot_segmentation_maps', 'save_segmentation_maps',
+           'load_segmentation_maps', 'plot_teacher', 'reproduce']
 
 # %% ../nbs/05_silc.ipynb #c005
 @dataclass
 class SiLCConfig:
     world: WorldConfig = field(default_factory=lambda: WorldConfig(img_size=32))  # the data world
     n_train: int = 10000  # training images (5 captions each)
-    image_depth: int = 3  # ViT blocks
+    image_arch: str = 'cnn'  # image tower: 'cnn' (`conv_encoder`: 8x8 tokens on 32 px, 4x4 on 16 px) or 'vit'
+    conv_widths: tuple = (32, 64, 128)  # CNN stage widths (two convolutions each), as in chapter 01d
+    image_depth: int = 3  # ViT blocks (image_arch='vit')
     image_width: int = 64  # ViT width
-    patch_size: int = 8  # 32x32 images -> a 4x4 token grid
-    conv_stem: bool = True  # convolutional stem instead of the patchify layer (Xiao et al. 2021; see the text)
-    pool: str = 'avg'  # image embedding from the patch-token mean ('avg') or the [CLS] token ('token')
-    text_depth: int = 1  # text blocks
-    text_width: int = 64  # text width
+    patch_size: int = 8  # ViT: 32x32 images -> a 4x4 token grid
+    conv_stem: bool = True  # ViT: convolutional stem instead of the patchify layer (Xiao et al. 2021)
+    pool: str = 'avg'  # ViT: image embedding from the patch-token mean ('avg') or the [CLS] token ('token')
+    text_depth: int = 2  # text blocks
+    text_width: int = 128  # text width
     embed_dim: int = 64  # J, the shared space
     head_dim: int = 256  # K > J, the prototypes of the self-distillation head
     head_hidden: int = 256  # hidden width of the head's MLP
@@ -58,23 +61,31 @@ class SiLCConfig:
     teacher_temp: float = 0.04  # τt, sharpening of the teacher
     student_temp: float = 0.1  # τs
     center_momentum: float = 0.9  # m of the center update
+    init: ClipConfig | None = field(default_factory=ClipConfig)  # start from this chapter-01d CLIP's towers (None: from scratch)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=800, batch_size=128, lr=2e-3, weight_decay=0.1, warmup_frac=0.05, grad_clip=1.0,
-        ema_momentum=0.98, ema_schedule='fixed', log_every=25))  # λ = ema_momentum, fixed (003 modification 2)
-    seed: int = 0  # initialisation seed (the data order follows train.seed)
+        steps=50, batch_size=128, lr=5e-4, weight_decay=0.1, warmup_frac=0.1, grad_clip=1.0,
+        ema_momentum=0.9, ema_schedule='fixed', log_every=5))  # λ = ema_momentum, fixed (003 modification 2); steps: see the text
+    seed: int = 0  # seed of the head's initialisation (and of the towers' when init is None); the data order follows train.seed
 
     def __post_init__(self):
         if self.loss not in ('clip', 'siglip'): raise ValueError(f"loss must be 'clip' or 'siglip', got {self.loss!r}")
+        if self.image_arch not in ('cnn', 'vit'): raise ValueError(f"image_arch must be 'cnn' or 'vit', got {self.image_arch!r}")
         if self.head_dim <= self.embed_dim: raise ValueError(f"need K > J: head_dim {self.head_dim} <= embed_dim {self.embed_dim}")
         if self.n_global < 1 or self.n_local < 0: raise ValueError(f"need n_global >= 1 and n_local >= 0, got {self.n_global}, {self.n_local}")
         if self.dist_weight < 0: raise ValueError(f"dist_weight must be >= 0, got {self.dist_weight}")
         if self.pool not in ('avg', 'token'): raise ValueError(f"pool must be 'avg' or 'token', got {self.pool!r}")
+        if self.init is not None:
+            want = dict(image_arch=self.init.image_arch, text_depth=self.init.text_depth, text_width=self.init.text_width, embed_dim=self.init.embed_dim,
+                        **(dict(conv_widths=tuple(self.init.conv_widths)) if self.init.image_arch == 'cnn' else {}))
+            bad = {k: (getattr(self, k), v) for k, v in want.items() if (tuple(getattr(self, k)) if k == 'conv_widths' else getattr(self, k)) != v}
+            if bad: raise ValueError(f"init: the towers come from the CLIP, so these fields must match it (got, CLIP's): {bad}")
 
     @classmethod
     def tiny(cls, **kw):
-        "Seconds on a laptop: a 2-block width-32 model, 20 steps of batch 32."
-        return cls(**{**dict(world=WorldConfig.tiny(), n_train=256, image_depth=2, image_width=32, text_depth=1,
-                             text_width=32, embed_dim=16, head_dim=32, head_hidden=32, head_bottleneck=16, n_local=2,
+        "Seconds on a laptop: the tiny 01d CLIP (CNN 16-32-64, text 2x64) continued for 20 steps of batch 32."
+        clip = ClipConfig.tiny(train=TrainConfig.tiny(steps=30, batch_size=32, lr=2e-3, progress=False))  # 01d's tiny CLIP (progress: not in the key)
+        return cls(**{**dict(world=WorldConfig.tiny(), n_train=256, conv_widths=(16, 32, 64), image_depth=2, image_width=32, text_depth=2,
+                             text_width=64, embed_dim=32, head_dim=64, head_hidden=32, head_bottleneck=16, n_local=2, init=clip,
                              train=TrainConfig.tiny(steps=20, batch_size=32, lr=2e-3, ema_momentum=0.9, progress=False)), **kw})
 
 # %% ../nbs/05_silc.ipynb #c009
@@ -107,15 +118,29 @@ class SiLCModel(nn.Module):
     def forward(self, images, input_ids, attention_mask=None): return self.tower(images, input_ids, attention_mask)
     def project(self, images): return self.head(self.encode_image(images))  # p = h(f), (B, K)
 
-def make_silc_model(cfg: SiLCConfig) -> SiLCModel:
-    "An untrained SiLC student as described by `cfg` (seeded by `cfg.seed`; the ViT accepts any view size)."
-    set_seed(cfg.seed)
-    image = vit_encoder('tiny', img_size=cfg.world.img_size, patch_size=cfg.patch_size, depth=cfg.image_depth, width=cfg.image_width,
-                        heads=max(1, cfg.image_width // 32), dynamic_img_size=True, global_pool=cfg.pool, conv_stem=cfg.conv_stem)
+def _towers(cfg: SiLCConfig) -> TwoTower:
+    "Untrained towers: those of the CLIP `cfg.init` (01d's `make_two_tower`), else the CNN or ViT that `cfg` describes."
+    if cfg.init is not None: return make_two_tower(replace(cfg.init, loss=cfg.loss, seed=cfg.seed))
+    if cfg.image_arch == 'cnn': image = conv_encoder(cfg.conv_widths)
+    else: image = vit_encoder('tiny', img_size=cfg.world.img_size, patch_size=cfg.patch_size, depth=cfg.image_depth, width=cfg.image_width,
+                              heads=max(1, cfg.image_width // 32), dynamic_img_size=True, global_pool=cfg.pool, conv_stem=cfg.conv_stem)
     text = bert_encoder('tiny', depth=cfg.text_depth, width=cfg.text_width, heads=max(1, cfg.text_width // 32))
-    tower = TwoTower(image, text, cfg.embed_dim, siglip=cfg.loss == 'siglip')
+    return TwoTower(image, text, cfg.embed_dim, siglip=cfg.loss == 'siglip')
+
+def make_silc_model(cfg: SiLCConfig) -> SiLCModel:
+    "An untrained SiLC student as described by `cfg` (seeded by `cfg.seed`; both towers accept any view size)."
+    set_seed(cfg.seed); tower = _towers(cfg)
     head = DINOHead(cfg.embed_dim, cfg.head_dim, cfg.head_hidden, cfg.head_bottleneck)
     return SiLCModel(tower, head, DINOLoss(cfg.head_dim, cfg.teacher_temp, cfg.student_temp, cfg.center_momentum))
+
+def load_clip_towers(model: SiLCModel,  # the student, built by `make_silc_model` with the same `init`
+                     clip: TwoTower,  # the trained CLIP (`pretrain_clip(cfg.init)`)
+                    ) -> SiLCModel:
+    "Copy the CLIP's towers and projections into `model`; a SigLIP model keeps its fresh t = log 10 and b = -10."
+    sd = {k: v for k, v in clip.state_dict().items() if not (model.tower.logit_bias is not None and k == 'log_logit_scale')}
+    missing, unexpected = model.tower.load_state_dict(sd, strict=False)
+    if unexpected or set(missing) - {'log_logit_scale', 'logit_bias'}: raise ValueError(f"the CLIP does not fit the towers: missing {missing}, unexpected {unexpected}")
+    return model
 
 # %% ../nbs/05_silc.ipynb #c015
 def silc_batches(data: WorldTensors,  # rendered training split
@@ -173,27 +198,38 @@ def silc_step(model: SiLCModel,  # the student
 def _pair(cfg):
     m = make_silc_model(cfg); return nn.ModuleDict(dict(student=m, ema=ema_teacher(m)))
 
+def _start(pair, cfg: SiLCConfig, folder=None):
+    "Load the CLIP `cfg.init` (from the cache) into the student and copy the student into its EMA teacher; nothing when init is None."
+    if cfg.init is None: return
+    load_clip_towers(pair['student'], pretrain_clip(cfg.init, folder=folder))
+    pair['ema'].load_state_dict(pair['student'].state_dict())
+
+def silc_cache_key(cfg: SiLCConfig) -> dict:
+    "What a trained pair depends on: `cfg`, and the cache key of the CLIP it starts from (its config, code site and version)."
+    return dict(config=cfg, start=None if cfg.init is None else cache_key(cfg.init, f'clip-{cfg.init.loss}', CLIP_SITE))
+
 def train_silc(cfg: SiLCConfig,
                data: WorldTensors | None = None,  # the rendered training split of cfg.n_train images (rendered from cfg when None)
                cache: bool = True,  # keep/load the trained pair in the cache (`vlkd.train.cached` at `SILC_SITE`)
-               folder=None,  # cache folder; default `vlkd.train.cache_dir()`
+               folder=None,  # cache folder (of the pair and of the CLIP it starts from); default `vlkd.train.cache_dir()`
               ) -> SiLCModel:
     "Train a SiLC student (or, with dist_weight=0, its contrastive baselines) with an EMA teacher; the student, with `.ema` and `.history`."
     if data is not None and len(data) != cfg.n_train:
         raise ValueError(f"data has {len(data)} images but cfg.n_train is {cfg.n_train}: the cache key would not describe the run")
     def train_fn(pair):
-        d = data if data is not None else WorldTensors(cfg.world, 'train', cfg.n_train)
+        _start(pair, cfg, folder); d = data if data is not None else WorldTensors(cfg.world, 'train', cfg.n_train)
         return fit(pair['student'], partial(silc_step, teacher=pair['ema'], cfg=cfg), silc_batches(d, cfg), cfg.train, ema=pair['ema'])
-    if cache: pair = cached(cfg, lambda: _pair(cfg), train_fn, name='silc', folder=folder, site=SILC_SITE)
+    if cache: pair = cached(silc_cache_key(cfg), lambda: _pair(cfg), train_fn, name='silc', folder=folder, site=SILC_SITE)
     else: pair = _pair(cfg); pair.history = train_fn(pair); pair.eval()
     student = pair['student'].eval()
     object.__setattr__(student, 'ema', pair['ema'].eval())  # not a registered submodule: the student's parameters stay its own
     student.history = getattr(pair, 'history', None)
     return student
 
-SILC_SITE = cache_site('silc', 3, '204acc05ea98', train_silc, _pair, make_silc_model, silc_batches, silc_step, image_text_loss,
-                       DINOHead.__init__, DINOHead.forward, SiLCModel.__init__, SiLCModel.project,  # methods: a notebook class has no source
-                       contrastive_batches, MultiCrop, DINOLoss, clip_loss, siglip_loss, TwoTower, vit_encoder, bert_encoder, ema_teacher)
+SILC_SITE = cache_site('silc', 4, 'f9057fbcb7de', train_silc, _pair, _start, silc_cache_key, make_silc_model, _towers, load_clip_towers, silc_batches, silc_step,
+                       image_text_loss, DINOHead.__init__, DINOHead.forward, SiLCModel.__init__, SiLCModel.project,  # methods: a notebook class has no source
+                       contrastive_batches, MultiCrop, DINOLoss, clip_loss, siglip_loss, TwoTower, vit_encoder, conv_encoder, ConvEncoder.__init__,
+                       ConvEncoder.forward, bert_encoder, make_two_tower, ema_teacher)
 
 # %% ../nbs/05_silc.ipynb #c034
 def segment_objects(model,  # has `encode_image_tokens` (patch tokens in the shared space)
@@ -255,12 +291,13 @@ def arm_config(cfg: SiLCConfig, arm: str, seed: int) -> SiLCConfig:
 @dataclass
 class AblationConfig:
     model: SiLCConfig = field(default_factory=SiLCConfig)  # the base config of every arm
-    seeds: tuple = (0, 1)  # one run per arm and seed (two fit the CPU budget of `make reproduce`)
+    seeds: tuple = (0, 1, 2, 3, 4)  # one run per arm and seed; the arms of a seed are paired
     first_seed_only: tuple = ('SiLC-C, cosine λ → 1',)  # arms run for the first seed only: illustrations, no verdict rows
     n_test: int = 1000  # held-out test images
     shots: int = 10  # labelled images per class for the few-shot probe
     probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(epochs=100, batch_size=64))  # the few-shot probe
     zero_shot_gate: float = halfway_gate(8)  # the CLIP baseline's zero-shot top-1 on the 8 shapes must reach this (56.25 %)
+    seg_gate_margin: float = 5.0  # segmentation rows: the baseline's mIoU must reach background everywhere + this (points)
     @classmethod
     def tiny(cls, **kw):
         "A smoke run: the tiny model, one seed, 64 test images, 2 shots per class."
@@ -278,12 +315,13 @@ class SiLCAblation:
 
 METRICS = ('zero_shot', 'few_shot', 'i2t_R1', 't2i_R1', 'seg_mIoU')
 STUDENT_ROWS = ('+ self-dist (SiLC-C)', 'SiLC-S')  # arms whose SiLC student is evaluated too, as '<arm> [student]'
+START = '01d CLIP (the start)'  # the row of the starting checkpoint itself, evaluated once (seed None)
 
 def run_silc_ablation(cfg: AblationConfig,
                       arms=tuple(ARMS),  # which arms
                       folder=None,  # cache folder (None: the default cache)
                      ) -> SiLCAblation:
-    "Train (or load) every arm for every seed, evaluate the model each arm names; rows, models, histories."
+    "Train (or load) every arm for every seed, evaluate the model each arm names (and the starting CLIP once, as `START`); rows, models, histories."
     m = cfg.model; data, test = WorldTensors(m.world, 'train', m.n_train), WorldTensors(m.world, 'test', cfg.n_test)
     fs, rows, models, hists = few_shot_split(m.world, cfg.shots), [], {}, {}
     for seed in cfg.seeds:
@@ -293,6 +331,7 @@ def run_silc_ablation(cfg: AblationConfig,
             rows.append(dict(arm=arm, seed=seed, evaluated=which, **evaluate_silc(models[arm, seed], test, fs, cfg.probe)))
             if arm in STUDENT_ROWS:
                 rows.append(dict(arm=arm + ' [student]', seed=seed, evaluated='student', **evaluate_silc(model, test, fs, cfg.probe)))
+    if m.init is not None: rows.append(dict(arm=START, seed=None, evaluated='start', **evaluate_silc(pretrain_clip(m.init, folder=folder), test, fs, cfg.probe)))
     bg = background_miou(test.masks.long(), len(test.seg_class_names), ignore_index=0)
     return SiLCAblation(rows, models, hists, test, bg, cfg)
 
@@ -308,7 +347,8 @@ def ablation_table(rows: list[dict],  # from `run_silc_ablation`
     missing = [a for a in arms if not any(r['arm'] == a for r in rows)]
     if missing: raise ValueError(f"no rows for arms {missing}")
     out = summarize([r for a in arms for r in rows if r['arm'] == a], ('arm',), METRICS)
-    return [r | dict(note='1 seed: illustration, no verdict row' if r['arm'] in one_seed else '') for r in out]
+    note = lambda a: '1 seed: illustration, no verdict row' if a in one_seed else 'the starting checkpoint of every arm: one model, no continued training' if a == START else ''
+    return [r | dict(note=note(r['arm'])) for r in out]
 
 # %% ../nbs/05_silc.ipynb #c046b
 METRIC_NAMES = dict(zero_shot='zero-shot top-1', few_shot='few-shot linear-probe top-1', i2t_R1='image→text R@1',
@@ -339,26 +379,39 @@ def claim_source(a: str, b: str, where: str, metric: str) -> str:
     return f"{where}: {f(PAPER[b][metric])} → {f(PAPER[a][metric])}{sets}"
 
 # %% ../nbs/05_silc.ipynb #c046d
-def _exceeds(name, value, threshold):
-    "A gate that needs `value` strictly above `threshold`: a baseline to beat, not a level to reach."
-    g = gate(name, value, threshold); return g | dict(passed=g['passed'] and float(value) > float(threshold))
+def baseline_gates(rows: list[dict],  # per-run rows (arm, seed, METRICS)
+                   arm: str,  # the baseline, e.g. 'CLIP'
+                   background_miou: float,  # mIoU of predicting background everywhere, same test split and protocol
+                   zero_shot_gate: float,  # the zero-shot threshold, fixed before the run
+                   seg_gate_margin: float = 5.0,  # points above background the mean mIoU must reach
+                  ) -> list[dict]:
+    "The baseline's two competence gates over its seeds: mean zero-shot top-1, and mean mIoU against background everywhere + margin."
+    vals = [r for r in rows if r['arm'] == arm]; k = len(vals)
+    if not k: raise ValueError(f"no rows for arm {arm!r}")
+    mean, seeds = (lambda m: float(np.mean([r[m] for r in vals]))), f"mean of {k} seed{'s' * (k != 1)}"
+    return [gate(f'{arm} zero-shot top-1, 8 shapes ({seeds})', mean('zero_shot'), zero_shot_gate),
+            gate(f'{arm} mIoU ≥ background everywhere ({background_miou:.1f}) + {seg_gate_margin:g} ({seeds})', mean('seg_mIoU'), background_miou + seg_gate_margin)]
 
 def silc_verdicts(rows: list[dict],  # per-run rows (arm, seed, METRICS), e.g. `SiLCAblation.rows`
                   background_miou: float,  # the segmentation baseline on the same test split
                   zero_shot_gate: float,  # the baselines' zero-shot threshold, fixed before the run
                   note: str = '',  # appended to every source, e.g. ' · smoke run (tiny config)'
+                  seg_gate_margin: float = 5.0,  # segmentation rows need the baseline's mIoU ≥ background + this
                  ) -> list[dict]:
     "One verdict row per claim of `CLAIMS` and metric of `METRICS`, paired by seed, with the baselines' gates."
-    mean = lambda arm, k: float(np.mean([r[k] for r in rows if r['arm'] == arm]))
-    def seeds(arm): k = sum(r['arm'] == arm for r in rows); return f"{k} seed{'s' * (k != 1)}"
     out = []
     for a, b, where in CLAIMS:
-        base = ['CLIP'] + (['SigLIP'] if b == 'SigLIP' else [])
+        gs = [baseline_gates(rows, x, background_miou, zero_shot_gate, seg_gate_margin) for x in ['CLIP'] + (['SigLIP'] if b == 'SigLIP' else [])]
         for m in METRICS:
-            gates = [gate(f'{x} zero-shot top-1, 8 shapes (mean of {seeds(x)})', mean(x, 'zero_shot'), zero_shot_gate) for x in base]
-            if m == 'seg_mIoU': gates += [_exceeds(f'{x} mIoU > background everywhere', mean(x, m), background_miou) for x in base]
+            gates = [g[0] for g in gs] + ([g[1] for g in gs] if m == 'seg_mIoU' else [])
             out.append(verdict_row(f'{a} beats {b} at {METRIC_NAMES[m]}', claim_source(a, b, where, m) + note, paired(rows, a, b, m), gates))
     return out
+
+def gates_table(rows: list[dict], background_miou: float, cfg: AblationConfig) -> list[dict]:
+    "The background-everywhere baseline and every gate of CLIP and SigLIP, as table rows."
+    gs = [g for a in ('CLIP', 'SigLIP') for g in baseline_gates(rows, a, background_miou, cfg.zero_shot_gate, cfg.seg_gate_margin)]
+    return [dict(gate='background everywhere: mIoU over the 8 object classes (the segmentation baseline)', value=background_miou, threshold=None, passed=None)] + \
+           [dict(gate=g['name'], value=g['value'], threshold=g['threshold'], passed=g['passed']) for g in gs]
 
 # %% ../nbs/05_silc.ipynb #c048
 _SEG_COLOURS = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
@@ -453,22 +506,6 @@ def plot_teacher(histories: dict,  # name -> History of a SiLC run (with the col
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05_silc.ipynb #c053
-def scale_study(cfg: AblationConfig,
-                short: int = 150,  # the short schedule (steps); the long one is cfg.model.train.steps
-                folder=None,  # cache folder (None: the default cache)
-               ) -> list[dict]:
-    "The CLIP arm (first seed) with patchify vs convolutional stem, short and full schedule: one row of metrics each."
-    m, seed = cfg.model, cfg.seeds[0]
-    data, test, fs = WorldTensors(m.world, 'train', m.n_train), WorldTensors(m.world, 'test', cfg.n_test), few_shot_split(m.world, cfg.shots)
-    rows = []
-    for stem in (False, True):
-        for steps in sorted({min(short, m.train.steps), m.train.steps}):
-            c = arm_config(replace(m, conv_stem=stem, train=replace(m.train, steps=steps)), 'CLIP', seed)
-            rows.append(dict(arm='CLIP', seed=seed, stem='convolutional' if stem else 'patchify', steps=steps,
-                             **evaluate_silc(train_silc(c, data, folder=folder), test, fs, cfg.probe)))
-    return rows
-
 # %% ../nbs/05_silc.ipynb #c056
 SMOKE = 'smoke run (tiny config)'
 
@@ -478,20 +515,21 @@ def _figures(res: SiLCAblation, out_dir, title) -> list[Path]:
     scores = {r['arm']: r['seg_mIoU'] for r in res.rows if r['seed'] == s}
     maps = segmentation_maps({a: res.models[a, s] for a in arms}, res.test, range(16), scores, s, title)  # the figure shows the first 6
     figs = {'05_silc_segmentation': _draw_maps(maps, range(6), arms),
-            '05_silc_teacher': plot_teacher({'SiLC-C, fixed λ': res.histories['+ self-dist (SiLC-C)', s],
-                                             'SiLC-C, cosine λ → 1 (1 seed, illustration)': res.histories['SiLC-C, cosine λ → 1', s],
-                                             'SiLC-S, fixed λ': res.histories['SiLC-S', s]}, title=title)}
+            '05_silc_teacher': plot_teacher({f'SiLC-C, fixed λ (seed {s})': res.histories['+ self-dist (SiLC-C)', s],
+                                             f'SiLC-C, cosine λ → 1 (seed {s}; 1 seed, illustration)': res.histories['SiLC-C, cosine λ → 1', s],
+                                             f'SiLC-S, fixed λ (seed {s})': res.histories['SiLC-S', s]}, title=title)}
     paths = [save_figure(f, name, out_dir) for name, f in figs.items()]
     for f in figs.values(): plt.close(f)
     return paths + [save_segmentation_maps(maps, '05_silc_segmentation', out_dir)]
 
 def reproduce(out_dir=None, tiny: bool = False) -> list[Path]:
-    "Run the ablation over seeds; write the tables (05_silc_table1/2/runs/scale), the verdicts and the figures."
+    "Run the ablation over seeds; write the tables (05_silc_table1/2/runs/gates), the verdicts and the figures."
     cfg = AblationConfig.tiny() if tiny else AblationConfig(); res = run_silc_ablation(cfg)
     meta = dict(config=asdict(cfg), run=SMOKE if tiny else 'full config', background_miou=res.background_miou)
     one = cfg.first_seed_only
-    paths = [save_table(ablation_table(res.rows, TABLE2, one), '05_silc_table2', out_dir, meta),
-             save_table(ablation_table(res.rows, TABLE1, one), '05_silc_table1', out_dir, meta),
-             save_table(res.rows, '05_silc_runs', out_dir, meta), save_table(scale_study(cfg), '05_silc_scale', out_dir, meta),
-             save_verdicts(silc_verdicts(res.rows, res.background_miou, cfg.zero_shot_gate, f' · {SMOKE}' if tiny else ''), '05_silc', out_dir)]
+    first = [START] if any(r['arm'] == START for r in res.rows) else []
+    paths = [save_table(ablation_table(res.rows, first + TABLE2, one), '05_silc_table2', out_dir, meta),
+             save_table(ablation_table(res.rows, first + TABLE1, one), '05_silc_table1', out_dir, meta),
+             save_table(res.rows, '05_silc_runs', out_dir, meta), save_table(gates_table(res.rows, res.background_miou, cfg), '05_silc_gates', out_dir, meta),
+             save_verdicts(silc_verdicts(res.rows, res.background_miou, cfg.zero_shot_gate, f' · {SMOKE}' if tiny else '', cfg.seg_gate_margin), '05_silc', out_dir)]
     return paths + _figures(res, out_dir, SMOKE if tiny else None)
