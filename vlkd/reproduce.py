@@ -38,17 +38,19 @@ def run_all(only: list[str] | None = None,  # chapter names; default all
         total, train = time.perf_counter() - t0, training_seconds() - fit0
         rows.append(dict(chapter=c, seconds=round(total, 1), train_seconds=round(train, 1), other_seconds=round(total - train, 1),
                          train_share=round(train / total, 3) if total > 0 else 0.0, files=len(paths),
-                         models='trained' if train > 0 else 'from cache', measured=time.strftime('%Y-%m-%d %H:%M')))
+                         models='trained' if train > 0 else 'none trained', measured=time.strftime('%Y-%m-%d %H:%M')))
         if verbose: tqdm.write(f"{c:>10}: {total:8.1f} s ({train:.1f} s training, {total - train:.1f} s data/eval/figures), {len(paths)} files")
     if not tiny: _record_timings(rows, out_dir)
     return rows
 
 def _record_timings(rows, out_dir):
-    "Merge these chapters' times into `99_reproduce_timings` (a partial run updates only its rows)."
-    try: old = {r['chapter']: r for r in load_table('99_reproduce_timings', out_dir)}
-    except (FileNotFoundError, ValueError): old = {}
-    old.update({r['chapter']: r for r in rows})
-    save_table([old[c] for c in CHAPTERS if c in old], '99_reproduce_timings', out_dir)
+    "Merge these chapters' times into `99_reproduce_timings` (the last run of each) and, where it trained, `99_reproduce_timings_trained`."
+    for name, new in (('99_reproduce_timings', rows), ('99_reproduce_timings_trained', [r for r in rows if r.get('models') == 'trained'])):
+        if not new: continue
+        try: old = {r['chapter']: r for r in load_table(name, out_dir)}
+        except (FileNotFoundError, ValueError): old = {}
+        old.update({r['chapter']: r for r in new})  # a partial run updates only its rows
+        save_table([old[c] for c in CHAPTERS if c in old], name, out_dir)
 
 # %% ../nbs/99_reproduce.ipynb #c008
 def main(argv=None):

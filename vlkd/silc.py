@@ -17,15 +17,15 @@ from .utils import set_seed, save_figure, save_table, save_arrays, load_arrays
 from .losses import clip_loss, siglip_loss, DINOLoss
 from .encoders import vit_encoder, conv_encoder, ConvEncoder, bert_encoder, bert_tokenizer, TwoTower
 from .data import WorldConfig, MultiCrop, mix_seed, normalize
-from .train import TrainConfig, fit, cached, cache_site, cache_key, ema_teacher
+from .train import TrainConfig, fit, cached, cached_result, cache_site, cache_key, ema_teacher
 from .clip import WorldTensors, contrastive_batches, contrastive_step, ClipConfig, make_two_tower, pretrain_clip, CLIP_SITE
 from .evaluate import (evaluating, model_device, batched, as_float_images, embed_split, zero_shot_classifier,
                            classification_metrics, retrieval_metrics, linear_probe, ProbeConfig, zero_shot_segmentation,
                            miou, background_miou, summarize, paired, gate, halfway_gate, verdict_row, save_verdicts)
 
 # %% auto #0
-__all__ = ['SILC_SITE', 'ARMS', 'METRICS', 'STUDENT_ROWS', 'START', 'TABLE2', 'TABLE1', 'METRIC_NAMES', 'CLAIMS', 'PAPER',
-           'SEG_SETS', 'SMOKE', 'SiLCConfig', 'DINOHead', 'SiLCModel', 'make_silc_model', 'load_clip_towers',
+__all__ = ['SILC_SITE', 'ARMS', 'METRICS', 'STUDENT_ROWS', 'START', 'SCORES_SITE', 'TABLE2', 'TABLE1', 'METRIC_NAMES', 'CLAIMS',
+           'PAPER', 'SEG_SETS', 'SMOKE', 'SiLCConfig', 'DINOHead', 'SiLCModel', 'make_silc_model', 'load_clip_towers',
            'silc_batches', 'image_text_loss', 'teacher_stats', 'silc_step', 'silc_cache_key', 'train_silc',
            'segment_objects', 'evaluate_silc', 'few_shot_split', 'arm_config', 'AblationConfig', 'SiLCAblation',
            'run_silc_ablation', 'ablation_table', 'claim_source', 'baseline_gates', 'silc_verdicts', 'gates_table',
@@ -324,16 +324,25 @@ def run_silc_ablation(cfg: AblationConfig,
     "Train (or load) every arm for every seed, evaluate the model each arm names (and the starting CLIP once, as `START`); rows, models, histories."
     m = cfg.model; data, test = WorldTensors(m.world, 'train', m.n_train), WorldTensors(m.world, 'test', cfg.n_test)
     fs, rows, models, hists = few_shot_split(m.world, cfg.shots), [], {}, {}
+    protocol = dict(n_test=cfg.n_test, shots=cfg.shots, probe=cfg.probe, world=m.world)  # what the scores depend on besides the model
+    score = lambda model, who, which: cached_result(dict(model=who, evaluated=which, **protocol), lambda: evaluate_silc(model, test, fs, cfg.probe),
+                                                   'silc-scores', folder, SCORES_SITE)  # each model scored once, then read back
     for seed in cfg.seeds:
         for arm in [a for a in arms if seed == cfg.seeds[0] or a not in cfg.first_seed_only]:
-            model = train_silc(arm_config(m, arm, seed), data, folder=folder); which = ARMS[arm][1]
+            c = arm_config(m, arm, seed); model = train_silc(c, data, folder=folder); which = ARMS[arm][1]
             models[arm, seed] = model if which == 'student' else model.ema; hists[arm, seed] = model.history
-            rows.append(dict(arm=arm, seed=seed, evaluated=which, **evaluate_silc(models[arm, seed], test, fs, cfg.probe)))
+            who = silc_cache_key(c) | dict(site=[SILC_SITE.name, SILC_SITE.version])
+            rows.append(dict(arm=arm, seed=seed, evaluated=which, **score(models[arm, seed], who, which)))
             if arm in STUDENT_ROWS:
-                rows.append(dict(arm=arm + ' [student]', seed=seed, evaluated='student', **evaluate_silc(model, test, fs, cfg.probe)))
-    if m.init is not None: rows.append(dict(arm=START, seed=None, evaluated='start', **evaluate_silc(pretrain_clip(m.init, folder=folder), test, fs, cfg.probe)))
+                rows.append(dict(arm=arm + ' [student]', seed=seed, evaluated='student', **score(model, who, 'student')))
+    if m.init is not None:
+        who = dict(clip=cache_key(m.init, f'clip-{m.init.loss}', CLIP_SITE))
+        rows.append(dict(arm=START, seed=None, evaluated='start', **score(pretrain_clip(m.init, folder=folder), who, 'start')))
     bg = background_miou(test.masks.long(), len(test.seg_class_names), ignore_index=0)
     return SiLCAblation(rows, models, hists, test, bg, cfg)
+
+SCORES_SITE = cache_site('silc-scores', 1, 'd923e0992fac', run_silc_ablation, evaluate_silc, segment_objects, few_shot_split, embed_split, zero_shot_classifier,
+                         retrieval_metrics, linear_probe, classification_metrics, zero_shot_segmentation, miou)
 
 # %% ../nbs/05_silc.ipynb #c044a
 TABLE2 = ['CLIP', '+ additional views', '+ EMA', '+ self-dist (SiLC-C)', 'SiLC-C, cosine λ → 1', '+ self-dist (SiLC-C) [student]']
