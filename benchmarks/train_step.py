@@ -224,9 +224,9 @@ def _capgap(tiny, o):
     cfg = capgap.CapGapConfig.tiny() if tiny else capgap.CapGapConfig(); cfg = replace(cfg, batch_size=cfg.batch_size * o.batch_scale)
     return cfg, capgap.world_data(cfg, 'train')
 
-def _capgap_setup(cfg, data, model, steps, logits, desc):
-    "`train_classifier`'s step as the chapter runs it: `_step_config` (one-cycle), flipped labelled batches, `distill_step` (KD from stored logits, or CE)."
-    tc = capgap._step_config(cfg, len(data), steps, 0)
+def _capgap_setup(cfg, data, model, steps, logits, desc, arch):
+    "`train_classifier`'s step as the chapter runs it: `_step_config` (one-cycle; channels-last where it pays), flipped labelled batches, `distill_step`."
+    tc = replace(capgap._step_config(cfg, len(data), steps, 0), channels_last=capgap.channels_last_pays(arch))
     flipped = labelled_batches(data.images, data.labels, tc.batch_size, tc.seed, flip=True)
     def batch(step):
         b = flipped(step)
@@ -239,13 +239,13 @@ def capgap_student_step(tiny, o, table=1):
     arch, steps = (cfg.arch, cfg.student_steps) if table == 1 else (f'{cfg.table2_arch}/{cfg.reduced}', cfg.table2_steps)
     set_seed(0); logits = predict(capgap.student(cfg.teachers[0], C), data.images)  # an untrained teacher's logits
     set_seed(0); model = capgap.student(arch, C)
-    return _capgap_setup(cfg, data, model, steps, logits, f'{arch} {_cnn_desc(capgap._cnn_widths(arch), cfg.world.img_size)}, KD')
+    return _capgap_setup(cfg, data, model, steps, logits, f'{arch} {_cnn_desc(capgap._cnn_widths(arch), cfg.world.img_size)}, KD', arch)
 
 def capgap_teacher_step(tiny, o):
     "The CE step of the widest CE teacher (cfg.teachers[-1])."
     cfg, data = _capgap(tiny, o); name = cfg.teachers[-1]
     set_seed(0); model = capgap.student(name, len(data.class_names))
-    return _capgap_setup(cfg, data, model, cfg.teacher_steps, None, f'{name} {_cnn_desc(capgap._cnn_widths(name), cfg.world.img_size)}, CE')
+    return _capgap_setup(cfg, data, model, cfg.teacher_steps, None, f'{name} {_cnn_desc(capgap._cnn_widths(name), cfg.world.img_size)}, CE', name)
 
 
 STEPS = {'clip': clip_step, 'featkd': featkd_step, 'featkd-teacher': featkd_teacher_step, 'shre': shre_step,
@@ -344,7 +344,7 @@ def build(name: str, opts: Options, tiny: bool):
     "(Setup, AdamW optimizer) of step `name` under `opts`; seeded, so two builds start from the same weights."
     set_seed(0); s = STEPS[name](tiny, opts)
     if opts.compact_vocab: compact_vocab(s)
-    if opts.channels_last: s.batches = _channels_last(s.batches)  # the batches only, as fit (the weights stay contiguous)
+    if opts.channels_last and s.train.channels_last: s.batches = _channels_last(s.batches)  # the batches only, as fit; not where the chapter turns it off
     if opts.compile:
         for m in (s.model, s.ema, *s.frozen):
             for b in ([] if m is None else _backbones(m)): b.compile()

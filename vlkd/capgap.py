@@ -27,9 +27,9 @@ from .evaluate import (zero_shot_classifier, ImageClassifier, predict, accuracy,
 __all__ = ['RESNETS', 'CAPGAP_SITE', 'CAPGAP_STUDENT_SITE', 'TEACHER_NAMES', 'PROBE_SITE', 'LOGITS_SITE', 'CapGapConfig',
            'distill_step', 'resnet', 'param_count', 'student', 'pretrained_resnet', 'ClipTeacher', 'mlp_head',
            'overconfidence', 'plot_overconfidence', 'world_data', 'lowshot_indices', 'distill_batches',
-           'teacher_logits', 'make_teacher', 'train_student', 'teacher_name', 'CapGapRun', 'clip_probe',
-           'teacher_outputs', 'probe_curve', 'capacity_runs', 'capacity_table', 'lowshot_runs', 'plot_lowshot',
-           'overconfidence_table', 'teacher_curves', 'overconfidence_runs', 'overconfidence_summary',
+           'teacher_logits', 'make_teacher', 'channels_last_pays', 'train_student', 'teacher_name', 'CapGapRun',
+           'clip_probe', 'teacher_outputs', 'probe_curve', 'capacity_runs', 'capacity_table', 'lowshot_runs',
+           'plot_lowshot', 'overconfidence_table', 'teacher_curves', 'overconfidence_runs', 'overconfidence_summary',
            'plot_overconfidence_bands', 'load_pgamma', 'plot_pgamma', 'closest_ce_teacher', 'teacher_gate',
            'knowledge_gate', 'student_verdict', 'gap_slope_verdict', 'overconfidence_verdict', 'capgap_verdicts',
            'teacher_table', 'reproduce']
@@ -336,6 +336,11 @@ CAPGAP_SITE = cache_site('capgap', 2, '55c4d89f1853', make_teacher, _key, _ce_st
                          train_classifier, labelled_batches, ClassifierConfig)
 
 # %% ../nbs/06_capgap.ipynb #c046
+def channels_last_pays(arch: str  # see `student`
+                      ) -> bool:
+    "Channels-last batches speed up oneDNN's convolutions, except in very narrow CNNs (first stage < 8 channels: `benchmarks/train_step.py`, capgap-t2)."
+    return not arch.startswith('cnn') or _cnn_widths(arch)[0] >= 8
+
 def train_student(arch: str,  # see `student`
                   cfg: CapGapConfig,
                   seed: int,  # initialisation, data order and flips
@@ -347,7 +352,7 @@ def train_student(arch: str,  # see `student`
                  ) -> nn.Module:
     "A student `arch` trained with CE (no teacher) or Hinton KD on the (subset of the) training split for cfg.student_steps, in eval mode."
     tr = world_data(cfg, 'train'); idx = torch.arange(len(tr)) if subset is None else subset
-    tc = _step_config(cfg, len(idx), cfg.student_steps, seed)
+    tc = replace(_step_config(cfg, len(idx), cfg.student_steps, seed), channels_last=channels_last_pays(arch))  # a runtime field: not in the key
     tl = None if teacher_logits is None else (teacher_logits[..., idx, :] if teacher_logits.dim() == 3 else teacher_logits[idx])
     flip = tl is None or tl.dim() == 3
     stream = distill_batches(tr.images[idx], tr.labels[idx], tl, tc.batch_size, seed, flip)
@@ -359,7 +364,7 @@ def train_student(arch: str,  # see `student`
                subset=None if subset is None else subset.tolist(), train=asdict(tc), hkd=(cfg.alpha, cfg.beta, cfg.tau))
     return cached(key, make, train, name='capgap-student', folder=folder, site=CAPGAP_STUDENT_SITE)
 
-CAPGAP_STUDENT_SITE = cache_site('capgap-student', 1, 'c27f721fe01b', train_student, distill_batches, _flips, distill_step, student,
+CAPGAP_STUDENT_SITE = cache_site('capgap-student', 1, '5b708ac9ea28', train_student, distill_batches, _flips, distill_step, student,
                                  _cnn_widths, _step_config, labelled_batches, hkd_loss)
 
 TEACHER_NAMES = {'none': 'Scratch / None', 'resnet18': 'ResNet 18', 'resnet34': 'ResNet 34', 'resnet50': 'ResNet 50',
