@@ -302,7 +302,7 @@ def _mean_over_ranks(values: dict, world: int, device) -> dict:
     return dict(zip(values, v.tolist()))
 
 # %% ../nbs/01b_train.ipynb #c040
-_FIT = dict(seconds=0.0, depth=0, stopped_early=0)  # wall-clock seconds inside (outermost) fit calls; runs cut by stop_after
+_FIT = dict(seconds=0.0, depth=0, stopped_early=0, cache_trained=0)  # seconds inside (outermost) fit calls; runs cut by stop_after; models `cached` trained
 
 @contextlib.contextmanager
 def _fit_clock():
@@ -456,7 +456,7 @@ def cached(key,  # config that determines the trained weights (dataclass or dict
         else: return _with_history(model, hist_path).eval()
     model, stopped = make_model(), _FIT['stopped_early']
     if not isinstance(model, nn.Module): raise ValueError(f"make_model must return an nn.Module, got {type(model).__name__}")
-    h = train_fn(model) if train_fn is not None else None
+    h = train_fn(model) if train_fn is not None else None; _FIT['cache_trained'] += 1
     if isinstance(h, History): model.history = h
     if _FIT['stopped_early'] != stopped: warnings.warn(f"training of {path.name} was stopped early (stop_after): not cached")
     elif world_info()[0] == 0: _store(model, path, hist_path, key, name, site)
