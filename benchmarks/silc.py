@@ -39,6 +39,12 @@ def make_step(variant, cfg, data):
     return step
 
 
+def tower(cfg) -> str:
+    "The image tower of `cfg` in words."
+    if getattr(cfg, 'image_arch', 'vit') == 'cnn': return f"CNN {'-'.join(map(str, cfg.conv_widths))}"
+    return f'ViT depth {cfg.image_depth} width {cfg.image_width} patch {cfg.patch_size}'
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--repeats', type=int, default=7)
@@ -59,7 +65,7 @@ def main():
     med = {v: statistics.median(t) for v, t in times.items()}
     mc = {v: statistics.median(t) for v, t in cpu.items()}
     print(f'SiLC step vs CLIP step: batch {cfg.train.batch_size}, {cfg.n_global} global {cfg.global_size}px + {cfg.n_local} local '
-          f'{cfg.local_size}px views, ViT depth {cfg.image_depth} width {cfg.image_width} patch {cfg.patch_size}, K={cfg.head_dim}, '
+          f'{cfg.local_size}px views, {tower(cfg)}, K={cfg.head_dim}, '
           f'{torch.get_num_threads()} threads, median of {a.repeats}')
     print(f"{'variant':<10}{'wall ms':>10}{'x clip':>8}{'cpu ms':>10}{'x clip':>8}{'cpu increment ms':>18}")
     prev, rows = None, []
@@ -70,7 +76,7 @@ def main():
                      'cpu ms': round(1e3 * mc[v], 1), 'cpu x clip': round(mc[v] / mc['clip'], 2)})
     if a.save and not a.tiny:
         from vlkd.utils import save_table
-        print('wrote', save_table(rows, '05_silc_benchmark', meta=dict(batch=cfg.train.batch_size, threads=torch.get_num_threads(), repeats=a.repeats)))
+        print('wrote', save_table(rows, '05_silc_benchmark', meta=dict(batch=cfg.train.batch_size, threads=torch.get_num_threads(), repeats=a.repeats, image_tower=tower(cfg))))
     print(f'ratio SiLC / CLIP step time: wall {med["silc"] / med["clip"]:.2f}, cpu {mc["silc"] / mc["clip"]:.2f}')
 
 
