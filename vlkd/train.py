@@ -284,8 +284,6 @@ def to_device(batch,  # a tensor, or dicts / lists / tuples of them (other value
     if not torch.is_tensor(batch): return batch
     return batch.to(device, memory_format=torch.channels_last) if channels_last and batch.ndim == 4 else batch.to(device)
 
-_to = to_device
-
 # %% ../nbs/01b_train.ipynb #c037
 def _sync_and_clip(params: list, clip: float | None, world: int) -> float:
     "Average gradients over ranks (one flat all-reduce), clip the global norm; returns the norm before clipping."
