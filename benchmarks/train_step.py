@@ -263,8 +263,8 @@ def reproduce_steps(name: str) -> int:
             'shre': sh.train.steps * len(sh.arms) * len(sh.seeds), 'shre-teacher': sh.teacher.train.steps,
             'ema_text': et.train.steps * len(et.seeds) * (len(et.noise_levels) + 1),  # the 'ema' method, both tasks, every noise level
             'silc': sc.train.steps * (2 * len(silc.AblationConfig().seeds) + 1),  # arms with local views: SiLC-C and SiLC-S per seed, cosine λ once
-            'capgap': cg.student_steps * (table1 + table3), 'capgap-t2': cg.table2_steps * table1,
-            'capgap-teacher': cg.teacher_steps * len(cg.teacher_seeds)}[name]  # the widest CE teacher only
+            'capgap': cg.student_steps * table1 + cg.lowshot_student_steps * table3, 'capgap-t2': cg.table2_steps * table1,
+            'capgap-teacher': cg.teacher_steps}[name]  # the widest CE teacher, trained once (extra teacher seeds go to the finetuned CLIP's closest CE teacher)
 
 
 # ---------------------------------------------------------------- options (a variant is a set of them)

@@ -31,8 +31,8 @@ __all__ = ['RESNETS', 'CAPGAP_SITE', 'CAPGAP_STUDENT_SITE', 'TEACHER_NAMES', 'PR
            'clip_probe', 'teacher_outputs', 'probe_curve', 'capacity_runs', 'capacity_table', 'lowshot_runs',
            'plot_lowshot', 'overconfidence_table', 'teacher_curves', 'overconfidence_runs', 'overconfidence_summary',
            'plot_overconfidence_bands', 'load_pgamma', 'plot_pgamma', 'closest_ce_teacher', 'teacher_gate',
-           'knowledge_gate', 'student_verdict', 'gap_slope_verdict', 'overconfidence_verdict', 'capgap_verdicts',
-           'teacher_table', 'reproduce']
+           'knowledge_gate', 'student_verdict', 'gap_slope_verdict', 'overconfidence_verdict', 'matched_lowshot_k',
+           'capgap_verdicts', 'teacher_table', 'reproduce']
 
 # %% ../nbs/06_capgap.ipynb #c005
 @dataclass
@@ -53,9 +53,10 @@ class CapGapConfig:
     teacher_steps: int = 600  # AdamW one-cycle steps of batch 128 for every CE teacher (flips), the `train_classifier` recipe
     lowshot_teacher_steps: int = 300  # the same for the CE teacher retrained on k images per class
     head_steps: int = 1000  # steps for the MLP head (cheap: it sees precomputed similarity vectors)
-    student_steps: int = 100  # steps of batch 128 for every student of Tables 1 and 3 (flips; teacher logits precomputed for both orientations)
+    student_steps: int = 300  # steps of batch 128 for every student of Table 1 (flips; teacher logits precomputed for both orientations)
+    lowshot_student_steps: int = 100  # the same for the students of Table 3 (k ≤ 20 images per class: 100 steps are ≥ 10 passes over them)
     table2_steps: int = 300  # the same for the 1/8-width students of Table 2 (cheap per step, slow to learn)
-    lowshot_teachers: tuple = ()  # CE teachers retrained on each low-shot set, e.g. ('cnn16',) (default none, for the budget: they cannot reach the gate on k images)
+    lowshot_teachers: tuple = ('cnn16',)  # CE teachers retrained on each low-shot set (Table 3's CE arm, and the matched pair of the low-shot p(γ) claim)
     teacher_epochs: int = 8  # passes for the ResNet / ViT teachers (the epoch-based recipe of `_train_config`)
     head_epochs: int = 30  # kept for the epoch-based recipe
     student_epochs: int = 4  # kept for the epoch-based recipe
@@ -67,12 +68,13 @@ class CapGapConfig:
     tau: float = 1.0  # distillation temperature (002 uses 1: no softening)
     lowshot_k: tuple = (5, 10, 20)  # Table 3 / Fig. 2: images per class
     seeds: tuple = (0, 1, 2, 3, 4)  # student seeds, shared by every teacher (students are paired by seed)
-    teacher_seeds: tuple = (0,)  # teacher seeds; the p(γ) claim pairs the finetuned CLIP and its matched CE teacher over these
+    teacher_seeds: tuple = (0, 1, 2, 3, 4)  # teacher seeds; the p(γ) claims pair the finetuned CLIP and its closest CE teacher over these
     gammas: tuple = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2).tolist())  # γ grid of the p(γ) curve
     gamma: float = 0.5  # γ of Table 4
     gamma_range: tuple = (0.3, 0.9)  # the over-confidence verdict averages p(γ) over the grid points in this range
     teacher_gate: float = 90.0  # a CE teacher needs this test top-1 (%) on the 64-class task before a claim relies on it
     clip_gate: float = halfway_gate(64)  # the same for a CLIP-style teacher: halfway from chance to 100 % (64 classes)
+    lowshot_gate: float = halfway_gate(64)  # the same for a CE teacher retrained on k images per class: at low shot both kinds face the CLIP bar
     match_tolerance: float = 5.0  # the p(γ) claim compares teachers whose top-1 differs by at most this many points
     probe_sizes: tuple = (800, 1600, 3200, 6400)  # labelled-set sizes of the CLIP probe curve (does more labelled data bring CLIP's probe to the CE teachers?)
     knowledge_gate: float = 0.0  # CLIP's linear probe minus the best CE teacher (top-1 points) must reach this: CLIP knows more
@@ -86,7 +88,8 @@ class CapGapConfig:
         return cls(**{**dict(clip=ClipConfig.tiny(), label_by='shape', n_train=256, n_test=128, teachers=('cnn4', 'cnn8'), arch='cnn4',
                              table2_arch='cnn8', reduced=4, mobilenet='', teacher_steps=20, lowshot_teacher_steps=10, head_steps=20,
                              student_steps=8, table2_steps=8, lowshot_teachers=('cnn4',), batch_size=32, lowshot_k=(4, 8), seeds=(0, 1),
-                             gammas=(0.25, 0.5, 0.75), gamma_range=(0.25, 0.75), probe_sizes=(128, 256), clip_gate=halfway_gate(8), progress=False), **kw})
+                             gammas=(0.25, 0.5, 0.75), gamma_range=(0.25, 0.75), probe_sizes=(128, 256), clip_gate=halfway_gate(8), lowshot_gate=halfway_gate(8),
+                             teacher_seeds=(0, 1), progress=False), **kw})
 
 # %% ../nbs/06_capgap.ipynb #c009
 def distill_step(student: nn.Module,  # the model being trained
@@ -463,12 +466,12 @@ def capacity_table(run: CapGapRun) -> list[dict]:
 # %% ../nbs/06_capgap.ipynb #c051
 def lowshot_runs(cfg: CapGapConfig, teachers=None,  # default: scratch, cfg.lowshot_teachers and the finetuned CLIP
                  folder=None) -> CapGapRun:
-    "002 Table 3: cfg.arch students of every teacher for each k of cfg.lowshot_k, teachers and students on k images per class."
+    "002 Table 3: cfg.arch students (cfg.lowshot_student_steps steps) of every teacher for each k of cfg.lowshot_k, teachers and students on k images per class."
     tr, run = world_data(cfg, 'train'), CapGapRun()
     teachers = ('none', *cfg.lowshot_teachers, 'clip-ft') if teachers is None else teachers
     for k in cfg.lowshot_k:
         sub = lowshot_indices(tr.labels, k, len(tr.class_names))
-        run = run + capacity_runs(cfg.arch, list(teachers), cfg, sub, k, folder)
+        run = run + capacity_runs(cfg.arch, list(teachers), replace(cfg, student_steps=cfg.lowshot_student_steps), sub, k, folder)
         if any(t.startswith('clip') for t in teachers): run.clip_probe[k] = clip_probe(cfg, sub, folder)
     return run
 
@@ -504,15 +507,17 @@ def _p_range(curve: list, gammas, lo_hi) -> float:
 def overconfidence_runs(cfg: CapGapConfig, arms,  # teacher arms, each trained (or loaded) with seed 0
                         folder=None,
                         seeded=None,  # the arms also trained with every seed of cfg.teacher_seeds; None: all but the raw CLIP (nothing to seed)
+                        subset: torch.Tensor | None = None,  # low-shot training indices: the teachers are retrained (head refit) on them
+                        k: int | None = None,  # the low-shot k of `subset`, recorded in the rows and the teacher names
                        ) -> list[dict]:
     "Per teacher × teacher seed: test top-1, the p(γ) curve over cfg.gammas, p(cfg.gamma) and the mean p over cfg.gamma_range."
     te, rows = world_data(cfg, 'test'), []
     seeded = [a for a in arms if a != 'clip-raw'] if seeded is None else seeded
     for a in arms:
         for s in (cfg.teacher_seeds if a in seeded else (_TEACHER_SEED,)):
-            z = teacher_outputs(a, cfg, 'test', None, folder, seed=s)
+            z = teacher_outputs(a, cfg, 'test', subset, folder, seed=s)
             curve = [overconfidence(z, te.labels, g) for g in cfg.gammas]
-            rows.append(dict(arm=a, teacher=teacher_name(a), seed=s, teacher_acc=accuracy(z, te.labels), p_curve=curve,
+            rows.append(dict(arm=a, teacher=teacher_name(a) + ('' if k is None else f' (k={k})'), seed=s, k=k, teacher_acc=accuracy(z, te.labels), p_curve=curve,
                              p_gamma=overconfidence(z, te.labels, cfg.gamma), p_range=_p_range(curve, cfg.gammas, cfg.gamma_range)))
     return rows
 
@@ -588,9 +593,10 @@ def _teacher_acc(run, arm, k=None):
     return acc
 
 def teacher_gate(run: CapGapRun, arm: str, cfg: CapGapConfig, k: int | None = None) -> dict:
-    "The competence gate of teacher `arm`: its test top-1 against cfg.clip_gate (CLIP-style) or cfg.teacher_gate (CE)."
+    "The competence gate of teacher `arm`: its test top-1 against cfg.clip_gate (CLIP-style), cfg.teacher_gate (CE) or cfg.lowshot_gate (CE, k images per class)."
     where = '' if k is None else f' (k={k})'
-    return gate(f'{teacher_name(arm)}{where} top-1 %', _teacher_acc(run, arm, k), cfg.clip_gate if arm.startswith('clip') else cfg.teacher_gate)
+    bar = cfg.clip_gate if arm.startswith('clip') else cfg.teacher_gate if k is None else cfg.lowshot_gate
+    return gate(f'{teacher_name(arm)}{where} top-1 %', _teacher_acc(run, arm, k), bar)
 
 def knowledge_gate(run: CapGapRun, cfg: CapGapConfig, k: int | None = None) -> dict:
     "CLIP must know more than the CE teachers: its linear probe's top-1 minus the best CE teacher's (points), against cfg.knowledge_gate."
@@ -623,19 +629,29 @@ def gap_slope_verdict(run: CapGapRun, cfg: CapGapConfig, claim: str, source: str
 
 def overconfidence_verdict(run: CapGapRun, cfg: CapGapConfig,
                            rows: list[dict] | None = None,  # from `overconfidence_runs`; None: the teachers of `run` (one seed)
+                           k: int | None = None,  # the low-shot k of the compared teachers (rows with this `k`); None: the full-data teachers
                           ) -> dict:
     "p(γ), averaged over cfg.gamma_range, of the finetuned CLIP below that of the CE teacher matched to it in top-1, paired by teacher seed."
-    ce = closest_ce_teacher(run)
-    if rows is None: rows = [dict(arm=a, seed=_TEACHER_SEED, p_range=_p_range([overconfidence(run.test_logits[a, None], run.test_labels, g) for g in cfg.gammas],
-                                                                            cfg.gammas, cfg.gamma_range)) for a in ('clip-ft', ce)]
-    c = paired(rows, 'clip-ft', ce, 'p_range') | dict(metric=f'teacher mean p(γ), γ in [{cfg.gamma_range[0]}, {cfg.gamma_range[1]}]',
-                                                      arms=[teacher_name('clip-ft'), teacher_name(ce)])
-    claim = (f'The finetuned CLIP teacher is less over-confident on its errors than {teacher_name(ce)}, the CE teacher closest to it in top-1 '
+    ce = closest_ce_teacher(run, k=k)
+    if rows is None: rows = [dict(arm=a, seed=_TEACHER_SEED, k=k, p_range=_p_range([overconfidence(run.test_logits[a, k], run.test_labels, g) for g in cfg.gammas],
+                                                                                 cfg.gammas, cfg.gamma_range)) for a in ('clip-ft', ce)]
+    c = paired(rows, 'clip-ft', ce, 'p_range', where=dict(k=k)) | dict(metric=f'teacher mean p(γ), γ in [{cfg.gamma_range[0]}, {cfg.gamma_range[1]}]',
+                                                                       arms=[teacher_name('clip-ft'), teacher_name(ce)])
+    at = '' if k is None else f'With k = {k} images per class for both teachers, t'
+    claim = (f'{at or "T"}he finetuned CLIP teacher is less over-confident on its errors than {teacher_name(ce)}, the CE teacher closest to it in top-1 '
              f'(paired by teacher seed, n = {c["n"]}{"; inconclusive by rule" if c["n"] < 2 else ""})')
-    match = gate(f'|top-1 gap| finetuned CLIP − {teacher_name(ce)} (points)', abs(_teacher_acc(run, 'clip-ft') - _teacher_acc(run, ce)),
+    acc = lambda a: (np.mean(v) if (v := [r['teacher_acc'] for r in rows if r['arm'] == a and r.get('k') == k and 'teacher_acc' in r]) else _teacher_acc(run, a, k))
+    where = '' if k is None else f' (k={k})'
+    match = gate(f'|top-1 gap| finetuned CLIP − {teacher_name(ce)}{where} (points, mean over teacher seeds)', abs(acc('clip-ft') - acc(ce)),
                  cfg.match_tolerance, higher_is_better=False)
-    gates = [teacher_gate(run, t, cfg) for t in ('clip-ft', ce)] + [knowledge_gate(run, cfg), match]
-    return verdict_row(claim, '002 §3.3.2 and §4.5, Table 4', c, gates, claimed='<')
+    gates = [teacher_gate(run, t, cfg, k) for t in ('clip-ft', ce)] + [knowledge_gate(run, cfg, k), match]
+    return verdict_row(claim, '002 §3.3.2 and §4.5, Table 4' + ('' if k is None else ' (at low shot)'), c, gates, claimed='<')
+
+def matched_lowshot_k(run: CapGapRun  # a low-shot run (`lowshot_runs`) with the finetuned CLIP and at least one CE teacher
+                     ) -> int:
+    "The k of `run` at which the finetuned CLIP and its closest CE teacher are nearest in top-1 (the smallest such k on a tie): the low-shot p(γ) pair."
+    gap = lambda k: abs(_teacher_acc(run, 'clip-ft', k) - _teacher_acc(run, closest_ce_teacher(run, k=k), k))
+    return min(sorted({r['k'] for r in run.rows}), key=gap)
 
 # %% ../nbs/06_capgap.ipynb #v002
 def _capacity_claims(run: CapGapRun, source: str, cfg: CapGapConfig, k: int | None = None, gap: bool = True) -> list[dict]:
@@ -655,7 +671,7 @@ def _capacity_claims(run: CapGapRun, source: str, cfg: CapGapConfig, k: int | No
 
 def capgap_verdicts(cfg: CapGapConfig, table1: CapGapRun | None = None, table2: CapGapRun | None = None,
                     lowshot: CapGapRun | None = None, table5: CapGapRun | None = None,
-                    overconfidence_rows: list[dict] | None = None,  # from `overconfidence_runs`; None: one seed, from table1
+                    overconfidence_rows: list[dict] | None = None,  # from `overconfidence_runs` (full-data rows, and low-shot rows with their `k`); None: one seed, from table1
                    ) -> list[dict]:
     "The verdict rows of 002's claims computed from the runs given (the others' rows are left out)."
     out, arms = [], lambda run: {r['arm'] for r in run.rows}
@@ -670,6 +686,8 @@ def capgap_verdicts(cfg: CapGapConfig, table1: CapGapRun | None = None, table2: 
     for k in ([] if lowshot is None else sorted({r['k'] for r in lowshot.rows})):
         out.append(student_verdict(lowshot, 'clip-ft', 'none', f'With k = {k} images per class, the finetuned CLIP teacher\'s student beats the scratch student', '002 §4.4, Table 3 / Fig. 2', cfg, k))
         out += _capacity_claims(lowshot, '002 §4.4, Table 3', cfg, k)
+    for k in ([] if lowshot is None else sorted({r['k'] for r in overconfidence_rows or [] if r.get('k') is not None})):
+        out.append(overconfidence_verdict(lowshot, cfg, overconfidence_rows, k))  # the low-shot pair, matched in top-1 (`matched_lowshot_k`)
     if table5 is not None: out += _capacity_claims(table5, '002 §4.6, Table 5', cfg, gap=False)
     return out
 
@@ -697,6 +715,9 @@ def reproduce(out_dir=None, tiny: bool = False,
         t5 = capacity_runs(cfg.mobilenet, ['none', closest_ce_teacher(t1), 'clip-ft'], cfg, folder=folder) if cfg.mobilenet else None
         if t5 is not None: t5.clip_probe[None] = probe
         oc = overconfidence_runs(cfg, [*ce, 'clip-raw', 'clip-ft'], folder, seeded=('clip-ft', closest_ce_teacher(t1)))
+        if cfg.lowshot_teachers:  # the low-shot pair closest in top-1, every teacher seed: p(γ) at matched accuracy
+            km, tr = matched_lowshot_k(t3), world_data(cfg, 'train')
+            oc += overconfidence_runs(cfg, ['clip-ft', closest_ce_teacher(t3, k=km)], folder, subset=lowshot_indices(tr.labels, km, len(tr.class_names)), k=km)
     s2 = {r['teacher']: r['student acc (%)'] for r in capacity_table(t2)}
     t4 = [r | {'1/8-width student acc (%)': s2.get(r['teacher'], '-')} for r in overconfidence_summary(oc, cfg.gamma)]
     tables = dict(table1=capacity_table(t1), table2=capacity_table(t2), table3=capacity_table(t3), table4=t4, teachers=teacher_table(t1, cfg), probe=curve)
