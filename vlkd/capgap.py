@@ -27,12 +27,12 @@ from .evaluate import (zero_shot_classifier, ImageClassifier, predict, accuracy,
 __all__ = ['RESNETS', 'CAPGAP_SITE', 'CAPGAP_STUDENT_SITE', 'TEACHER_NAMES', 'PROBE_SITE', 'LOGITS_SITE', 'CapGapConfig',
            'distill_step', 'resnet', 'param_count', 'student', 'pretrained_resnet', 'ClipTeacher', 'mlp_head',
            'overconfidence', 'plot_overconfidence', 'world_data', 'lowshot_indices', 'distill_batches',
-           'teacher_logits', 'make_teacher', 'channels_last_pays', 'train_student', 'teacher_name', 'CapGapRun',
-           'clip_probe', 'teacher_outputs', 'probe_curve', 'capacity_runs', 'capacity_table', 'lowshot_runs',
-           'plot_lowshot', 'overconfidence_table', 'teacher_curves', 'overconfidence_runs', 'overconfidence_summary',
-           'plot_overconfidence_bands', 'load_pgamma', 'plot_pgamma', 'closest_ce_teacher', 'teacher_gate',
-           'knowledge_gate', 'student_verdict', 'gap_slope_verdict', 'overconfidence_verdict', 'matched_lowshot_k',
-           'capgap_verdicts', 'teacher_table', 'reproduce']
+           'teacher_logits', 'clip_similarities', 'make_teacher', 'channels_last_pays', 'train_student', 'teacher_name',
+           'CapGapRun', 'clip_probe', 'teacher_outputs', 'probe_curve', 'capacity_runs', 'capacity_table',
+           'lowshot_runs', 'plot_lowshot', 'overconfidence_table', 'teacher_curves', 'overconfidence_runs',
+           'overconfidence_summary', 'plot_overconfidence_bands', 'load_pgamma', 'plot_pgamma', 'closest_ce_teacher',
+           'teacher_gate', 'knowledge_gate', 'student_verdict', 'gap_slope_verdict', 'overconfidence_verdict',
+           'matched_lowshot_k', 'capgap_verdicts', 'teacher_table', 'reproduce']
 
 # %% ../nbs/06_capgap.ipynb #c005
 @dataclass
@@ -305,6 +305,19 @@ def _clip_teacher(cfg: CapGapConfig, data: WorldTensors, refined: bool, folder=N
     clip = pretrain_clip(cfg.clip, folder=folder)
     return ClipTeacher(clip, zero_shot_classifier(clip, names, data.prompt_templates, bert_tokenizer(), ref))
 
+_SIMILARITIES: dict = {}  # (CLIP, world, refinement, split, n, folder) -> the frozen towers' logits, kept for the process
+
+def clip_similarities(cfg: CapGapConfig,  # gives the CLIP (`cfg.clip`), the world and the class-name refinement
+                      split: str = 'train',  # 'train': (2, N_train, C) of the images and their mirror images; 'test': (N_test, C)
+                      folder=None) -> torch.Tensor:
+    "The refined zero-shot CLIP logits y (Eq. 4) of a split, computed once per process: every MLP head, seed and low-shot subset reuses them."
+    if split not in ('train', 'test'): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    key = json.dumps([asdict(cfg.clip), asdict(cfg.world), cfg.refine, split, cfg.n_train if split == 'train' else cfg.n_test, str(folder)], sort_keys=True, default=str)
+    if key not in _SIMILARITIES:
+        data = world_data(cfg, split); t = _clip_teacher(cfg, data, refined=True, folder=folder).eval()
+        _SIMILARITIES[key] = teacher_logits(t, data.images) if split == 'train' else predict(t, data.images)
+    return _SIMILARITIES[key]
+
 # %% ../nbs/06_capgap.ipynb #c044
 def make_teacher(name: str,  # 'cnn<w>' (see `student`), a key of RESNETS, 'vit-ce', 'clip-raw' or 'clip-ft'
                  cfg: CapGapConfig,
@@ -320,7 +333,7 @@ def make_teacher(name: str,  # 'cnn<w>' (see `student`), a key of RESNETS, 'vit-
     if name == 'clip-ft':
         teacher = _clip_teacher(cfg, data, refined=True, folder=folder)
         hc = ClassifierConfig(train=_step_config(cfg, len(x), cfg.head_steps, seed), flip=False)
-        fit_head = lambda h: train_classifier(h, predict(teacher, x), y, hc, transform=None)  # on Eq. 4's y, precomputed
+        fit_head = lambda h: train_classifier(h, clip_similarities(cfg, 'train', folder)[0][idx], y, hc, transform=None)  # on Eq. 4's y, precomputed
         make = lambda: (set_seed(seed), mlp_head(C, cfg.head_hidden, cfg.head_dropout))[1]
         teacher.head = cached(key, make, fit_head, name='capgap-head', folder=folder, site=CAPGAP_SITE)
         return teacher.eval()
@@ -334,8 +347,8 @@ def make_teacher(name: str,  # 'cnn<w>' (see `student`), a key of RESNETS, 'vit-
         train = lambda m: train_classifier(m, x, y, ClassifierConfig(train=_train_config(cfg, len(x), cfg.teacher_epochs, seed), flip=False))
     return cached(key, lambda: (set_seed(seed), make())[1], train, name=f'capgap-{name}', folder=folder, site=CAPGAP_SITE)
 
-CAPGAP_SITE = cache_site('capgap', 2, '55c4d89f1853', make_teacher, _key, _ce_steps, _train_config, _step_config, student, _cnn_widths,
-                         resnet, _vit_ce, _clip_teacher, ClipTeacher.__init__, ClipTeacher.similarity, ClipTeacher.forward, mlp_head,
+CAPGAP_SITE = cache_site('capgap', 3, 'f7e027ac444a', make_teacher, _key, _ce_steps, _train_config, _step_config, student, _cnn_widths,
+                         resnet, _vit_ce, _clip_teacher, ClipTeacher.__init__, ClipTeacher.similarity, ClipTeacher.forward, mlp_head, clip_similarities,
                          train_classifier, labelled_batches, ClassifierConfig)
 
 # %% ../nbs/06_capgap.ipynb #c046
@@ -410,7 +423,11 @@ def teacher_outputs(name: str,  # a teacher (see `make_teacher`)
     "A trained teacher's logits on a split, computed once and cached beside its weights (keyed by the teacher's key and site)."
     if split not in ('train', 'test'): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     def run():
-        t, data = make_teacher(name, cfg, subset, folder, seed=seed), world_data(cfg, split)
+        t = make_teacher(name, cfg, subset, folder, seed=seed)
+        if isinstance(t, ClipTeacher):  # head(y) on the shared similarities y: the frozen towers run once per split, not once per head
+            y = clip_similarities(cfg, split, folder)
+            return dict(z=y if t.head is None else torch.stack([predict(t.head, v, transform=None) for v in y]) if split == 'train' else predict(t.head, y, transform=None))
+        data = world_data(cfg, split)
         return dict(z=teacher_logits(t, data.images) if split == 'train' else predict(t, data.images))
     key = dict(teacher=_key(cfg, name, subset, seed), teacher_site=[CAPGAP_SITE.name, CAPGAP_SITE.version], split=split,
                n=cfg.n_train if split == 'train' else cfg.n_test)
@@ -446,7 +463,7 @@ def capacity_runs(arch: str,  # student architecture (see `student`)
     return run
 
 PROBE_SITE = cache_site('capgap-probe', 1, '126b69e1aa7b', clip_probe, world_data, linear_probe)
-LOGITS_SITE = cache_site('capgap-logits', 1, '0a0f20ba3add', teacher_outputs, teacher_logits, world_data, predict)
+LOGITS_SITE = cache_site('capgap-logits', 2, '500d31b5670b', teacher_outputs, teacher_logits, world_data, predict, clip_similarities)
 
 # %% ../nbs/06_capgap.ipynb #c047b
 def _pm(mean: float, std: float, n: int) -> str: return f'{mean:.2f} ± {std:.2f}' if n > 1 else f'{mean:.2f} (n = 1)'
