@@ -37,7 +37,7 @@ __all__ = ['RESNETS', 'CAPGAP_SITE', 'CAPGAP_STUDENT_SITE', 'TEACHER_NAMES', 'PR
 # %% ../nbs/06_capgap.ipynb #c005
 @dataclass
 class CapGapConfig:
-    clip: ClipConfig = field(default_factory=ClipConfig)  # the shared CLIP-style pre-training (chapter 01d, 20000 captioned images); its world gives the images
+    clip: ClipConfig = field(default_factory=ClipConfig.long)  # the CLIP-style pre-training (chapter 01d's long schedule: 3000 steps on 20000 captioned images); its world gives the images
     label_by: str = 'shape_colour'  # class = colour and shape of the main object (64 classes)
     n_train: int = 3200  # labelled training images (≈ 50 per class); CE teachers and students see only these
     n_test: int = 2000  # held-out test images ('test' split)

@@ -39,6 +39,11 @@ class ClipConfig:
     seed: int = 0  # initialisation seed
 
     @classmethod
+    def long(cls, steps: int = 3000, **kw):
+        "The default CLIP on a 3× longer schedule (chapter 06's CLIP-style teacher): the same recipe, `steps` AdamW steps."
+        cfg = cls(**kw); return replace(cfg, train=replace(cfg.train, steps=steps))
+
+    @classmethod
     def tiny(cls, **kw):
         return cls(**{**dict(world=WorldConfig.tiny(), n_train=256, conv_widths=(16, 32, 64), image_depth=2, image_width=64, patch_size=8,
                              text_depth=2, text_width=64, embed_dim=32, train=TrainConfig.tiny(steps=30, batch_size=32, lr=2e-3)), **kw})
@@ -170,9 +175,12 @@ def plot_histories(hists: dict) -> plt.Figure:
 
 # %% ../nbs/01d_clip.ipynb #c025
 def reproduce(out_dir=None, tiny: bool = False) -> list[Path]:
-    "Pre-train CLIP with the CNN and the ViT tower (cached) and write `01d_clip_results.md/.json`, `01d_clip_curves.png` and `01d_clip_interactive.png`."
+    "Pre-train CLIP with the CNN and the ViT tower, and the CNN one on the long schedule (all cached); write `01d_clip_results.md/.json`, `01d_clip_curves.png` and `01d_clip_interactive.png`."
     cfg = ClipConfig.tiny() if tiny else ClipConfig()
     rows, hists = run_clip_experiment(cfg, n_test=64 if tiny else 1000, archs=('cnn', 'vit'))
+    long = replace(cfg, train=replace(cfg.train, steps=2 * cfg.train.steps)) if tiny else ClipConfig.long()  # chapter 06's teacher
+    name = f'clip (cnn, {long.train.steps} steps)'; m = pretrain_clip(long); hists[name] = getattr(m, 'history', None)
+    rows.append(dict(model=name, **evaluate_clip(m, long.world, 64 if tiny else 1000)))
     paths = [save_table(rows, '01d_clip_results', out_dir, meta=asdict(cfg))]
     if any(h is not None for h in hists.values()):
         fig = plot_histories(hists); paths.append(save_figure(fig, '01d_clip_curves', out_dir)); plt.close(fig)
