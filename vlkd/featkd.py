@@ -20,7 +20,7 @@ from .encoders import (EncoderOutput, _Encoder, from_hub, local_weights, vit_enc
                            layer_decay_groups, TwoTower)
 from .data import WorldConfig, CaptionWorld, normalize, hflip, random_resized_crop, digits, mix_seed, epoch_batch, batches_per_epoch
 from .train import TrainConfig, History, fit, cached, cached_result, cache_site, resolve_device, to_device
-from .clip import WorldTensors, contrastive_batches, contrastive_step, contrastive_batches, contrastive_step, contrastive_batches, contrastive_step, contrastive_batches, contrastive_step, contrastive_batches, contrastive_step, contrastive_batches, contrastive_step
+from .clip import WorldTensors, contrastive_batches, contrastive_step
 from .evaluate import (ProbeConfig, FinetuneConfig, ClassifierConfig, ImageClassifier, train_classifier, labelled_batches, linear_probe, finetune,
                            evaluating, batched, model_device, predict, accuracy, summarize, paired, gate, halfway_gate, verdict_row,
                            save_verdicts, load_verdicts, verdict_table)
@@ -82,13 +82,13 @@ class FeatKDConfig:
     embed_dim: int = 64  # the two towers' shared space
     student_depth: int = 6  # L_s: the teacher's first half
     teacher_train: TrainConfig = field(default_factory=lambda: TrainConfig(  # the teacher's recipe: CLIP loss ('clip') or CE ('world')
-        steps=1500, batch_size=64, lr=1e-3, weight_decay=0.1, warmup_frac=0.05, grad_clip=1.0, progress=False))
+        steps=1000, batch_size=64, lr=1e-3, weight_decay=0.1, warmup_frac=0.05, grad_clip=1.0, progress=False))
     teacher_crop: tuple = (1.0, 1.0)  # crop area range (plus a flip) of the contrastive training, teacher and scratch arm; (1, 1): none
     teacher_checkpoints: int = 4  # validation probes of the teacher during its training, at k/n of the steps ('clip')
     teacher_gate: float = 90.0  # world linear-probe top-1 (%) the teacher must reach (mean over seeds); fixed before the run
     distil: TrainConfig = field(default_factory=lambda: TrainConfig(  # Table 7, scaled: AdamW(0.9, 0.98), eps 1e-6, cosine, 10% warmup
         steps=100, batch_size=64, lr=5e-4, weight_decay=0.01, betas=(0.9, 0.98), eps=1e-6, warmup_frac=0.1,
-        eval_every=10, progress=False))
+        eval_every=20, progress=False))
     crop_scale: tuple = (0.08, 1.0)  # RandomResizedCrop range of the distillation (Table 7); plus a flip
     inits: tuple = ('first', 'every_other', 'random')  # student initialisations compared
     seeds: tuple = (0, 1, 2, 3, 4)  # distillation and evaluation seeds
@@ -484,7 +484,7 @@ class TextKDConfig:
     seeds: tuple = (0, 1, 2, 3, 4)  # distillation seeds (data order; the random initialisation too)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(  # Table 7 recipe, scaled to a CPU
         steps=50, batch_size=16, lr=2e-4, weight_decay=0.01, betas=(0.9, 0.98), eps=1e-6, warmup_frac=0.1,
-        eval_every=10, progress=False))
+        eval_every=25, progress=False))
     freeze_word_embeddings: bool = True  # keep the inherited token table fixed (cost, see text)
     n_topics: int = 6  # classes of the topic probe: the largest sections of the corpus
     topic_gate: float | None = None  # the teacher's topic-probe gate (%); None: halfway_gate(number of topics)
