@@ -312,11 +312,14 @@ def distil(student: nn.Module,  # trained in place
            val_batches: list[dict],  # fixed validation batches
            cfg: TrainConfig,  # AdamW, warmup + cosine; `eval_every` sets the validation points
           ) -> History:
-    "Distil `teacher` into `student` with Eq. 39; the History holds train and validation losses (step -1 = before training)."
+    "Distil `teacher` into `student` with Eq. 39 (BatchNorm statistics frozen); the History holds train and validation losses (step -1 = before training)."
     dev = resolve_device(cfg.device); student.to(dev); teacher.eval().requires_grad_(False).to(dev)  # `fit` trains on cfg.device
+    bns = [m for m in student.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    def step(m, b):
+        for bn in bns: bn.eval()  # `fit` puts the model in training mode; the stem keeps its running statistics
+        return distil_step(m, teacher, b)
     v0 = distil_loss(student, teacher, val_batches)
-    hist = fit(student, lambda m, b: distil_step(m, teacher, b), batches, cfg,
-               validate=lambda m: distil_loss(m, teacher, val_batches))
+    hist = fit(student, step, batches, cfg, validate=lambda m: distil_loss(m, teacher, val_batches))
     hist.val_steps.insert(0, -1); hist.val['val_loss'].insert(0, v0)
     return hist
 
@@ -422,7 +425,7 @@ def run_image_featkd(cfg: FeatKDConfig,  # the experiment; `FeatKDConfig.tiny()`
     probes = [r['world probe'] for r in rows if r['arm'] == 'teacher']
     return FeatKDResult(rows, hists, [probe_gate(cfg, probes, len(train.class_names))], models, curve)
 
-IMAGE_RUNS_SITE = cache_site('featkd-image-runs', 2, '8df8ee31fbb1', run_image_featkd, _teacher, _evaluate, _eval_data, _eval_tensors, _run_row, _losses, distil,
+IMAGE_RUNS_SITE = cache_site('featkd-image-runs', 2, '8619d9bdc0dc', run_image_featkd, _teacher, _evaluate, _eval_data, _eval_tensors, _run_row, _losses, distil,
                              distil_step, distil_loss, make_student, _reinit, label_free, augmented, scratch_student, scratch_recipe, two_tower, contrastive_train,
                              teacher_targets, image_batches, linear_probe, finetune, truncate, feature_kd_loss, data2vec_targets)
 
@@ -599,7 +602,7 @@ def run_text_featkd(cfg: TextKDConfig,  # the experiment; `TextKDConfig.tiny()` 
             r = keep(f'distilled {init}', seed, lambda: distilled(seed)); hists[init].append(History(**r['history'])); rows.append(r['row'])
     return FeatKDResult(rows, hists, gates, models)
 
-TEXT_RUNS_SITE = cache_site('featkd-text-runs', 2, '43e32f1d1c4f', run_text_featkd, _run_row, _losses, distil, distil_step, distil_loss, make_student, _reinit,
+TEXT_RUNS_SITE = cache_site('featkd-text-runs', 2, '97e8d8f86652', run_text_featkd, _run_row, _losses, distil, distil_step, distil_loss, make_student, _reinit,
                             teacher_targets, token_batches, pack_tokens, split_corpus, text_corpus, _text_eval, sentence_embeddings, agreement,
                             linear_probe, truncate, feature_kd_loss, data2vec_targets)
 
