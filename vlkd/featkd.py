@@ -16,23 +16,24 @@ import matplotlib.pyplot as plt
 from tqdm.auto import tqdm
 from .utils import set_seed, save_figure, save_table, config_table, in_test
 from .losses import data2vec_targets, feature_kd_loss
-from .encoders import (EncoderOutput, _Encoder, from_hub, local_weights, vit_encoder, minilm, truncate,
-                           layer_decay_groups)
+from .encoders import (EncoderOutput, _Encoder, from_hub, local_weights, vit_encoder, bert_encoder, minilm, truncate,
+                           layer_decay_groups, TwoTower)
 from .data import WorldConfig, CaptionWorld, normalize, hflip, random_resized_crop, digits, mix_seed, epoch_batch, batches_per_epoch
 from .train import TrainConfig, History, fit, cached, cached_result, cache_site, resolve_device, to_device
-from .clip import WorldTensors
+from .clip import WorldTensors, contrastive_batches, contrastive_step
 from .evaluate import (ProbeConfig, FinetuneConfig, ClassifierConfig, ImageClassifier, train_classifier, labelled_batches, linear_probe, finetune,
                            evaluating, batched, model_device, predict, accuracy, summarize, paired, gate, halfway_gate, verdict_row,
                            save_verdicts, load_verdicts, verdict_table)
 
 # %% auto #0
-__all__ = ['TEACHER_SITE', 'IMAGE_METRICS', 'IMAGE_RUNS_SITE', 'GLUE', 'TABLE6_REPORTED', 'TEXT_RUNS_SITE', 'IMAGE_CLAIMS',
-           'TEXT_CLAIMS', 'HFVisionEncoder', 'data2vec_vision', 'FeatKDConfig', 'image_batches', 'world_teacher',
-           'image_teacher', 'teacher_gate', 'distil_step', 'teacher_targets', 'make_student', 'distil_loss', 'distil',
-           'FeatKDResult', 'summary_table', 'run_image_featkd', 'image_table', 'text_corpus', 'split_corpus',
-           'pack_tokens', 'TextKDConfig', 'sentence_embeddings', 'agreement', 'token_batches', 'text_table',
-           'run_text_featkd', 'curve_data', 'plot_curve_data', 'plot_curves', 'save_curves', 'featkd_verdicts',
-           'reproduce']
+__all__ = ['TEACHER_SITE', 'CLIP_TEACHER_SITE', 'IMAGE_METRICS', 'IMAGE_RUNS_SITE', 'GLUE', 'TABLE6_REPORTED', 'TEXT_RUNS_SITE',
+           'IMAGE_CLAIMS', 'TEXT_CLAIMS', 'HFVisionEncoder', 'data2vec_vision', 'FeatKDConfig', 'image_batches',
+           'world_teacher', 'label_free', 'two_tower', 'augmented', 'contrastive_train', 'clip_teacher',
+           'teacher_curve', 'image_teacher', 'teacher_gate', 'probe_gate', 'distil_step', 'teacher_targets',
+           'make_student', 'distil_loss', 'distil', 'scratch_recipe', 'scratch_student', 'FeatKDResult',
+           'summary_table', 'run_image_featkd', 'image_table', 'text_corpus', 'split_corpus', 'pack_tokens',
+           'TextKDConfig', 'sentence_embeddings', 'agreement', 'token_batches', 'text_table', 'run_text_featkd',
+           'curve_data', 'plot_curve_data', 'plot_curves', 'save_curves', 'featkd_verdicts', 'reproduce']
 
 # %% ../nbs/02_featkd.ipynb #c005
 class HFVisionEncoder(_Encoder):
@@ -65,37 +66,44 @@ def data2vec_vision(name: str = 'facebook/data2vec-vision-base',  # a transforme
 @dataclass
 class FeatKDConfig:
     world: WorldConfig = field(default_factory=lambda: WorldConfig.easy(img_size=32, max_objects=1))  # one clean shape, 32 px
-    teacher: str = 'world'  # 'world': trained here (cached); else a hub name for `data2vec_vision`
-    n_train: int = 3000  # rendered training images (teacher training and distillation, no labels for the latter)
-    n_val: int = 512  # validation images for the distillation loss (Fig. 12)
+    teacher: str = 'clip'  # 'clip': label-free two-tower teacher trained here (cached); 'world': CE on the shape labels; else a hub name for `data2vec_vision`
+    n_train: int = 3000  # rendered training images (teacher training and distillation; their labels are never used to train)
+    n_val: int = 512  # validation images: the distillation loss (Fig. 12) and the teacher's probe during its training
     n_test: int = 1000  # test images of the data world for the teacher's gate, probes and finetuning
     n_eval_train: int = 800  # labelled images for probes/finetuning (world train split; digits capped too)
     depth: int = 12  # teacher blocks L_t
     width: int = 64  # D
     heads: int = 2  # attention heads
     patch_size: int = 8  # 32x32 images -> 16 patches + [CLS]
+    conv_stem: bool = True  # a stride-2 convolution stem instead of the patchify layer (`vit_encoder(conv_stem=True)`)
+    pool: str = 'avg'  # the image tower's pooled output: 'avg' (mean of the patch tokens, what the probe reads) or 'token' ([CLS])
+    text_depth: int = 2  # text tower (BERT blocks) of the contrastive teacher and of the scratch arm
+    text_width: int = 64  # its width
+    embed_dim: int = 64  # the two towers' shared space
     student_depth: int = 6  # L_s: the teacher's first half
-    teacher_train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=3000, batch_size=64, lr=1e-3, weight_decay=0.05, warmup_frac=0.1, grad_clip=1.0, progress=False))  # `train_classifier` recipe
-    teacher_gate: float = 90.0  # top-1 (%) the world teacher's own head must reach on held-out world images
+    teacher_train: TrainConfig = field(default_factory=lambda: TrainConfig(  # the teacher's recipe: CLIP loss ('clip') or CE ('world')
+        steps=1000, batch_size=64, lr=1e-3, weight_decay=0.1, warmup_frac=0.05, grad_clip=1.0, progress=False))
+    teacher_crop: tuple = (1.0, 1.0)  # crop area range (plus a flip) of the contrastive training, teacher and scratch arm; (1, 1): none
+    teacher_checkpoints: int = 4  # validation probes of the teacher during its training, at k/n of the steps ('clip')
+    teacher_gate: float = 90.0  # world linear-probe top-1 (%) the teacher must reach (mean over seeds); fixed before the run
     distil: TrainConfig = field(default_factory=lambda: TrainConfig(  # Table 7, scaled: AdamW(0.9, 0.98), eps 1e-6, cosine, 10% warmup
         steps=100, batch_size=64, lr=5e-4, weight_decay=0.01, betas=(0.9, 0.98), eps=1e-6, warmup_frac=0.1,
-        eval_every=10, progress=False))
+        eval_every=20, progress=False))
     crop_scale: tuple = (0.08, 1.0)  # RandomResizedCrop range of the distillation (Table 7); plus a flip
     inits: tuple = ('first', 'every_other', 'random')  # student initialisations compared
-    seeds: tuple = (0, 1, 2)  # distillation and evaluation seeds
-    probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(epochs=30, batch_size=128))
+    seeds: tuple = (0, 1, 2, 3, 4)  # distillation and evaluation seeds
+    probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(epochs=30, lr=3e-2, batch_size=128))  # head lr chosen on the validation split
     finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(epochs=15, batch_size=64))  # Table 8: 15 epochs, AdamW 1e-3, layer decay 0.81
-    finetune_models: tuple = ('teacher', 'first', 'scratch')  # arms that are also finetuned (the budget allows three)
+    finetune_models: tuple = ('undistilled first', 'distilled first', 'scratch')  # arms that are also finetuned
+    finetune_data: tuple = ('world',)  # the labelled sets they are finetuned on ('world', 'digits')
 
     @classmethod
     def tiny(cls, **kw):
         "Seconds on a laptop: a 4-block width-32 teacher, 10 distillation steps, one seed."
-        return cls(**{**dict(n_train=256, n_val=64, n_test=128, n_eval_train=128, depth=4, width=32, student_depth=2,
-                             teacher_train=TrainConfig.tiny(steps=20, batch_size=32, progress=False),
+        return cls(**{**dict(n_train=256, n_val=64, n_test=128, n_eval_train=128, depth=4, width=32, student_depth=2, text_width=32, embed_dim=16,
+                             teacher_train=TrainConfig.tiny(steps=20, batch_size=32, progress=False), teacher_checkpoints=2,
                              distil=TrainConfig.tiny(steps=10, batch_size=32, lr=1e-3, eval_every=5, progress=False),
-                             seeds=(0,), probe=ProbeConfig.tiny(), finetune=FinetuneConfig.tiny(),
-                             finetune_models=('first', 'scratch')), **kw})
+                             seeds=(0,), probe=ProbeConfig.tiny(), finetune=FinetuneConfig.tiny()), **kw})
 
 # %% ../nbs/02_featkd.ipynb #c013
 def image_batches(data: WorldTensors,  # a rendered split (uint8 images in memory)
@@ -121,39 +129,115 @@ def _eval_tensors(data: WorldTensors, n: int | None = None) -> tuple[torch.Tenso
 # %% ../nbs/02_featkd.ipynb #c016
 def _vit(cfg: FeatKDConfig, depth: int, seed: int = 0):
     set_seed(seed)
-    return vit_encoder('tiny', img_size=cfg.world.img_size, patch_size=cfg.patch_size, depth=depth, width=cfg.width, heads=cfg.heads)
+    return vit_encoder('tiny', img_size=cfg.world.img_size, patch_size=cfg.patch_size, depth=depth, width=cfg.width, heads=cfg.heads,
+                       conv_stem=cfg.conv_stem, global_pool=cfg.pool, fc_norm=False)  # the final norm on the tokens for either pool
 
 def world_teacher(cfg: FeatKDConfig,  # the experiment
                   train: WorldTensors | None = None,  # rendered training split (rendered here if None)
                   folder=None,  # cache folder; default `vlkd.train.cache_dir()`
                  ) -> ImageClassifier:
-    "The offline teacher with its head: a ViT trained on the world's shape labels by `train_classifier` (cached, eval mode)."
+    "The supervised alternative (`teacher='world'`): a ViT trained on the world's shape labels by `train_classifier` (cached, eval mode)."
     ccfg = ClassifierConfig(train=cfg.teacher_train)  # cross-entropy, random flips
     key = dict(world=asdict(cfg.world), n_train=cfg.n_train, depth=cfg.depth, width=cfg.width, heads=cfg.heads,
-               patch_size=cfg.patch_size, classifier=asdict(ccfg))
+               patch_size=cfg.patch_size, conv_stem=cfg.conv_stem, pool=cfg.pool, classifier=asdict(ccfg))
     def train_fn(model):
         data = train if train is not None else WorldTensors(cfg.world, 'train', cfg.n_train)
         return train_classifier(model, data.images, data.labels, ccfg)
     n_classes = CaptionWorld(cfg.world, 'train', 1).num_classes
     return cached(key, lambda: ImageClassifier(_vit(cfg, cfg.depth), n_classes), train_fn, name='featkd-teacher', folder=folder, site=TEACHER_SITE)
 
-TEACHER_SITE = cache_site('featkd-teacher', 1, 'a00ddeeac732', world_teacher, _vit, train_classifier, labelled_batches, ImageClassifier, WorldTensors.__init__)
+TEACHER_SITE = cache_site('featkd-teacher', 2, '7f69116d6970', world_teacher, _vit, train_classifier, labelled_batches, ImageClassifier, WorldTensors.__init__)
 
+# %% ../nbs/02_featkd.ipynb #c016b
+def label_free(batches):  # `batch(step)` -> dict
+    "The same stream with 'labels' removed from every batch: what a label-free trainer is given."
+    return lambda step: {k: v for k, v in batches(step).items() if k != 'labels'}
+
+def two_tower(cfg: FeatKDConfig,  # architecture of both towers
+              depth: int,  # blocks of the image tower (cfg.depth: the teacher; cfg.student_depth: the scratch arm)
+              seed: int = 0,  # initialisation seed
+             ) -> TwoTower:
+    "A fresh CLIP-style model: the chapter's ViT as image tower, a small BERT (`text_depth` x `text_width`) as text tower."
+    image = _vit(cfg, depth, seed)
+    return TwoTower(image, bert_encoder('tiny', depth=cfg.text_depth, width=cfg.text_width, heads=max(1, cfg.text_width // 64)), cfg.embed_dim)
+
+def augmented(batches,  # `batch(step)` -> dict with normalised 'images'
+              scale: tuple = (0.08, 1.0),  # crop area range
+              seed: int = 0,  # with the step, seeds each batch's crops and flips
+             ):
+    "The same stream with every batch's images randomly resized-cropped (to their own size) and flipped."
+    def batch(step: int) -> dict:
+        b = batches(step); g = torch.Generator().manual_seed(mix_seed(seed, step, 7) % 2**63)
+        return dict(b, images=hflip(random_resized_crop(b['images'], b['images'].shape[-1], scale, generator=g), generator=g))
+    return batch
+
+def contrastive_train(model: TwoTower,  # trained in place
+                      data: WorldTensors,  # images and captions (its labels are stripped)
+                      cfg: TrainConfig,  # recipe; cfg.seed fixes the data order, the captions drawn and the crops
+                      crop_scale: tuple = (1.0, 1.0),  # crop area range of the images (plus a flip); (1, 1): neither
+                      validate=None,  # validate(model) -> number, every cfg.eval_every steps
+                     ) -> History:
+    "Train `model` with the CLIP loss (`vlkd.clip.contrastive_step`) on `data`'s images and captions, never its labels."
+    batches = label_free(contrastive_batches(data, cfg.batch_size, cfg.seed))
+    if tuple(crop_scale) != (1.0, 1.0): batches = augmented(batches, crop_scale, cfg.seed)
+    return fit(model, contrastive_step, batches, cfg, validate=validate)
+
+# %% ../nbs/02_featkd.ipynb #c016c
+def _probe_fn(cfg: FeatKDConfig, train: WorldTensors, val: WorldTensors):
+    "validate(model) -> the image tower's world linear probe (%) on `val` (`fit` restores the random state after it)."
+    tr, va = _eval_tensors(train, cfg.n_eval_train), _eval_tensors(val)
+    def probe(model):
+        with torch.enable_grad(): return linear_probe(model.visual, tr, va, len(train.class_names), cfg.probe)
+    return probe
+
+def clip_teacher(cfg: FeatKDConfig,  # the experiment
+                 train: WorldTensors | None = None,  # rendered training split (rendered here if None)
+                 val: WorldTensors | None = None,  # validation split of the checkpoint probes (rendered here if None)
+                 folder=None,  # cache folder; default `vlkd.train.cache_dir()`
+                ) -> TwoTower:
+    "The label-free teacher: a two-tower model trained with the CLIP loss on the world's images and captions (cached, eval mode, `.history`)."
+    tcfg = replace(cfg.teacher_train, eval_every=max(1, cfg.teacher_train.steps // cfg.teacher_checkpoints))
+    key = dict(world=asdict(cfg.world), n_train=cfg.n_train, n_val=cfg.n_val, n_eval_train=cfg.n_eval_train, train=asdict(tcfg), crop=cfg.teacher_crop, probe=asdict(cfg.probe),
+               arch=[cfg.depth, cfg.width, cfg.heads, cfg.patch_size, cfg.conv_stem, cfg.pool, cfg.text_depth, cfg.text_width, cfg.embed_dim])
+    def train_fn(model):
+        tr = train if train is not None else WorldTensors(cfg.world, 'train', cfg.n_train)
+        return contrastive_train(model, tr, tcfg, cfg.teacher_crop, _probe_fn(cfg, tr, val if val is not None else WorldTensors(cfg.world, 'val', cfg.n_val)))
+    return cached(key, lambda: two_tower(cfg, cfg.depth), train_fn, name='featkd-clip-teacher', folder=folder, site=CLIP_TEACHER_SITE)
+
+CLIP_TEACHER_SITE = cache_site('featkd-clip-teacher', 1, '2f5e40209189', clip_teacher, two_tower, _vit, contrastive_train, label_free, _probe_fn,
+                               augmented, contrastive_step, contrastive_batches, linear_probe, WorldTensors.__init__)
+
+def teacher_curve(model: nn.Module) -> list[dict]:
+    "The teacher's validation probe against its training steps (`clip_teacher`'s History): rows of step, fraction of the steps, probe."
+    h = model.history; n = h.steps[-1] + 1
+    return [dict(step=s + 1, fraction=round((s + 1) / n, 3), **{'world probe (val, %)': round(v, 1)}) for s, v in zip(h.val_steps, h.val['val_loss'])]
+
+# %% ../nbs/02_featkd.ipynb #c016d
 def image_teacher(cfg: FeatKDConfig,  # the experiment
                   train: WorldTensors | None = None,  # rendered training split (rendered here if None)
                   folder=None,  # cache folder; default `vlkd.train.cache_dir()`
                  ) -> nn.Module:
-    "The frozen 12-block teacher encoder: data2vec from the hub when `cfg.teacher` names it, else `world_teacher`'s encoder."
-    enc = data2vec_vision(cfg.teacher) if cfg.teacher != 'world' else world_teacher(cfg, train, folder).encoder
+    "The frozen 12-block teacher encoder: `clip_teacher`'s image tower, `world_teacher`'s encoder, or data2vec from the hub."
+    if cfg.teacher == 'clip': enc = clip_teacher(cfg, train, folder=folder).visual
+    elif cfg.teacher == 'world': enc = world_teacher(cfg, train, folder).encoder
+    else: enc = data2vec_vision(cfg.teacher)
     return enc.eval().requires_grad_(False)
 
 def teacher_gate(cfg: FeatKDConfig,  # holds the threshold `teacher_gate`
                  classifier: nn.Module | None,  # the teacher with its head (`world_teacher`); None: a hub teacher without one
                  test: WorldTensors,  # held-out world images
                 ) -> dict:
-    "The image teacher's competence gate: top-1 (%) of its own head on `test` against `cfg.teacher_gate` (NaN, failing, without a head)."
+    "A supervised teacher's own-head top-1 (%) on `test` against `cfg.teacher_gate` (NaN, failing, without a head); not the chapter's gate."
     acc = accuracy(predict(classifier, test.images), test.labels) if classifier is not None else float('nan')
     return gate(f'image teacher top-1 ({len(test.class_names)} world classes)', acc, cfg.teacher_gate)
+
+def probe_gate(cfg: FeatKDConfig,  # holds the threshold `teacher_gate`
+               probes: list[float],  # the teacher's world linear probe (%), one per seed
+               n_classes: int = 8,  # classes of the probe
+              ) -> dict:
+    "The chapter's image gate: the teacher's mean world linear probe over seeds (the students' probe) against `cfg.teacher_gate`."
+    if not probes: raise ValueError("probes is empty: the teacher needs at least one probe")
+    return gate(f'image teacher linear probe ({n_classes} world classes, mean of {len(probes)} seeds)', float(np.mean(probes)), cfg.teacher_gate)
 
 # %% ../nbs/02_featkd.ipynb #c019
 def _inputs(batch: dict) -> tuple:
@@ -189,17 +273,31 @@ def teacher_targets(teacher: nn.Module,  # the frozen teacher
     return y.clone()
 
 # %% ../nbs/02_featkd.ipynb #c025
+def _reinit(model: nn.Module, seed: int):
+    "Re-draw every weight of a truncated encoder (seeded), except a text model's word-embedding table, which stays inherited."
+    set_seed(seed); m = model.model; words = getattr(getattr(m, 'embeddings', None), 'word_embeddings', None)
+    vit = hasattr(m, 'patch_embed') and hasattr(m, 'init_weights')
+    if vit: m.init_weights()  # timm: Linear layers (truncated normal), [CLS], positions
+    std = getattr(getattr(m, 'config', None), 'initializer_range', 0.02)
+    with torch.no_grad():
+        for mod in m.modules():
+            if mod is words: continue
+            if isinstance(mod, (nn.Linear, nn.Embedding)) and not vit:
+                nn.init.normal_(mod.weight, 0.0, std)
+                if getattr(mod, 'bias', None) is not None: nn.init.zeros_(mod.bias)
+            elif isinstance(mod, (nn.Conv2d, nn.LayerNorm, nn.BatchNorm2d)): mod.reset_parameters()  # stem, norms (and BatchNorm statistics)
+
 def make_student(teacher: nn.Module,  # a vlkd encoder (ViTEncoder, HFTextEncoder, ...)
                  n_layers: int,  # L_s
-                 init: str = 'first',  # 'first', 'every_other' (via `truncate`) or 'random' (ViT only)
+                 init: str = 'first',  # 'first', 'every_other' (via `truncate`) or 'random'
                  seed: int = 0,  # seed of the random initialisation
                 ) -> nn.Module:
-    "A trainable student with `n_layers` blocks initialised from the teacher ('first', 'every_other') or at random."
+    "A trainable student with `n_layers` blocks initialised from the teacher ('first', 'every_other') or at random (a text student keeps the word table)."
     if init not in ('first', 'every_other', 'random'): raise ValueError(f"init must be 'first', 'every_other' or 'random', got {init!r}")
     student = truncate(teacher, n_layers, 'first' if init == 'random' else init).train().requires_grad_(True)
     if init == 'random':
-        if not hasattr(getattr(student, 'model', None), 'init_weights'): raise ValueError("init='random' needs a timm ViT student")
-        set_seed(seed); student.model.init_weights()
+        if not isinstance(getattr(student, 'model', None), nn.Module): raise ValueError("init='random' needs a timm ViT or a Hugging Face student")
+        _reinit(student, seed)
     return student
 
 # %% ../nbs/02_featkd.ipynb #c029
@@ -214,27 +312,44 @@ def distil(student: nn.Module,  # trained in place
            val_batches: list[dict],  # fixed validation batches
            cfg: TrainConfig,  # AdamW, warmup + cosine; `eval_every` sets the validation points
           ) -> History:
-    "Distil `teacher` into `student` with Eq. 39; the History holds train and validation losses (step -1 = before training)."
+    "Distil `teacher` into `student` with Eq. 39 (BatchNorm statistics frozen); the History holds train and validation losses (step -1 = before training)."
     dev = resolve_device(cfg.device); student.to(dev); teacher.eval().requires_grad_(False).to(dev)  # `fit` trains on cfg.device
+    bns = [m for m in student.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    def step(m, b):
+        for bn in bns: bn.eval()  # `fit` puts the model in training mode; the stem keeps its running statistics
+        return distil_step(m, teacher, b)
     v0 = distil_loss(student, teacher, val_batches)
-    hist = fit(student, lambda m, b: distil_step(m, teacher, b), batches, cfg,
-               validate=lambda m: distil_loss(m, teacher, val_batches))
+    hist = fit(student, step, batches, cfg, validate=lambda m: distil_loss(m, teacher, val_batches))
     hist.val_steps.insert(0, -1); hist.val['val_loss'].insert(0, v0)
     return hist
 
 # %% ../nbs/02_featkd.ipynb #c035
 def _evaluate(encoder, data: dict, cfg: FeatKDConfig, seed: int, tune: bool) -> dict:
-    "Probe (and finetune a copy of) `encoder` on each labelled dataset; top-1 in percent."
+    "Probe `encoder` on each labelled dataset, and finetune a copy of it on those in `cfg.finetune_data` when `tune`; top-1 in percent."
     out = {}
     for name, (train, test, c) in data.items():
         out[f'{name} probe'] = linear_probe(encoder, train, test, c, replace(cfg.probe, seed=seed))
-        if tune: out[f'{name} finetune'] = finetune(copy.deepcopy(encoder).requires_grad_(True), train, test, c, replace(cfg.finetune, seed=seed))
+        if tune and name in cfg.finetune_data:
+            out[f'{name} finetune'] = finetune(copy.deepcopy(encoder).requires_grad_(True), train, test, c, replace(cfg.finetune, seed=seed))
     return out
 
 def _eval_data(cfg: FeatKDConfig, train: WorldTensors, test: WorldTensors) -> dict:
     n, dtr, dte = cfg.n_eval_train, digits(cfg.world.img_size, 'train'), digits(cfg.world.img_size, 'test')
     return {'world': (_eval_tensors(train, n), _eval_tensors(test), len(train.class_names)),
             'digits': ((normalize(dtr.images[:n]), dtr.labels[:n]), (normalize(dte.images), dte.labels), 10)}
+
+def scratch_recipe(cfg: FeatKDConfig, seed: int = 0) -> TrainConfig:
+    "The scratch arm's training: the teacher's contrastive recipe with the distillation's steps and batch size (equal compute)."
+    return replace(cfg.teacher_train, steps=cfg.distil.steps, batch_size=cfg.distil.batch_size, eval_every=0, seed=seed)
+
+def scratch_student(cfg: FeatKDConfig,  # the experiment
+                    train: WorldTensors,  # the distillation's training images (and their captions)
+                    seed: int = 0,  # data order and captions (`scratch_recipe`); the initialisation uses 1000 + seed
+                   ) -> tuple[nn.Module, History]:
+    "A random `student_depth`-block image tower trained with the teacher's label-free CLIP objective (a fresh text tower) for the distillation's budget."
+    model = two_tower(cfg, cfg.student_depth, 1000 + seed)
+    h = contrastive_train(model, train, scratch_recipe(cfg, seed), cfg.teacher_crop)
+    return model.visual.eval(), h
 
 # %% ../nbs/02_featkd.ipynb #c036
 @dataclass
@@ -244,6 +359,7 @@ class FeatKDResult:
     histories: dict  # init -> distillation Histories, one per seed (Fig. 12)
     gates: list[dict]  # the teacher's competence gate (`vlkd.evaluate.gate`)
     models: dict = field(default_factory=dict)  # 'teacher' and the first distilled student of each init trained in this call (a cached arm brings back its row, not its weights)
+    teacher_curve: list = field(default_factory=list)  # the label-free teacher's validation probe against its steps (`teacher_curve`)
 
 def summary_table(rows: list[dict],  # an experiment's rows: one dict per arm and seed
                   cols: list[str],  # metric columns in order; '-' where an arm has no such metric
@@ -270,39 +386,48 @@ def _losses(h: History, cfg: TrainConfig) -> dict:
     "Final validation loss, and the mean training loss over the last validation interval (Fig. 12)."
     return {'val loss': h.val['val_loss'][-1], 'train loss': float(np.mean(h.loss[-(cfg.eval_every or 10):]))}
 
+def _teacher(cfg: FeatKDConfig, train, val, folder) -> tuple:
+    "(frozen teacher encoder, its description, the cache site it comes from, its probe curve)."
+    if cfg.teacher == 'clip':
+        tt = clip_teacher(cfg, train, val, folder)
+        return tt.visual.eval().requires_grad_(False), 'contrastive, label-free', CLIP_TEACHER_SITE, teacher_curve(tt)
+    if cfg.teacher == 'world': return world_teacher(cfg, train, folder).encoder.eval().requires_grad_(False), 'CE on the labels', TEACHER_SITE, []
+    return image_teacher(cfg), cfg.teacher, None, []
+
 def run_image_featkd(cfg: FeatKDConfig,  # the experiment; `FeatKDConfig.tiny()` for a smoke run
                      folder=None,  # teacher cache folder; default `vlkd.train.cache_dir()`
                     ) -> FeatKDResult:
-    "Distil the image teacher into students of each initialisation and seed; one row per arm and seed (Tables 4-5 analogue)."
+    "Distil the image teacher into students of each initialisation and seed, with the equal-compute scratch arm; one row per arm and seed (Tables 4-5)."
     print(config_table(cfg))
     train, val, test = (WorldTensors(cfg.world, s, n) for s, n in (('train', cfg.n_train), ('val', cfg.n_val), ('test', cfg.n_test)))
-    clf = world_teacher(cfg, train, folder) if cfg.teacher == 'world' else None
-    teacher = (clf.encoder if clf is not None else image_teacher(cfg)).eval().requires_grad_(False)
+    teacher, name, site, curve = _teacher(cfg, train, val, folder)
     data, L, tune = _eval_data(cfg, train, test), cfg.student_depth, lambda arm: arm in cfg.finetune_models
     val_b = [dict(images=x, targets=teacher_targets(teacher, x)) for x in _eval_tensors(val)[0].split(256)]  # fixed: targets once
-    rows, hists, models, name = [], {i: [] for i in cfg.inits}, dict(teacher=teacher), 'trained here' if clf is not None else cfg.teacher
-    keep = lambda arm, seed, run: cached_result(dict(config=cfg, teacher_site=[TEACHER_SITE.name, TEACHER_SITE.version], arm=arm, seed=seed),
+    rows, hists, models = [], {i: [] for i in cfg.inits}, dict(teacher=teacher)
+    keep = lambda arm, seed, run: cached_result(dict(config=cfg, teacher_site=site and [site.name, site.version], arm=arm, seed=seed),
                                                 run, 'featkd-image-arm', folder, IMAGE_RUNS_SITE)  # a rerun reads each arm's row back
     def distilled(init, seed):
         s = make_student(teacher, L, init, seed)
-        h = distil(s, teacher, image_batches(train, cfg.distil.batch_size, cfg.crop_scale, seed), val_b, replace(cfg.distil, seed=seed))
+        h = distil(s, teacher, label_free(image_batches(train, cfg.distil.batch_size, cfg.crop_scale, seed)), val_b, replace(cfg.distil, seed=seed))
         models.setdefault(f'distilled {init}', s)
-        return dict(history=asdict(h), row=_run_row(f'distilled {init}', seed, _losses(h, cfg.distil), _evaluate(s, data, cfg, seed, tune(init)),
+        return dict(history=asdict(h), row=_run_row(f'distilled {init}', seed, _losses(h, cfg.distil), _evaluate(s, data, cfg, seed, tune(f'distilled {init}')),
                                                     model='distilled student', init=init, blocks=L))
+    row = lambda arm, seed, enc, *extra, **kw: _run_row(arm, seed, *extra, _evaluate(enc, data, cfg, seed, tune(arm)), **kw)
+    s0 = lambda: make_student(teacher, L, 'first')
     for seed in tqdm(cfg.seeds, desc='image feature KD (seeds)', disable=in_test()):
-        rows.append(keep('teacher', seed, lambda: _run_row('teacher', seed, _evaluate(teacher, data, cfg, seed, tune('teacher')),
-                                                           model=f'teacher ({name})', init='-', blocks=cfg.depth)))
-        s0 = lambda: make_student(teacher, L, 'first')
-        rows.append(keep('undistilled first', seed, lambda: _run_row('undistilled first', seed, {'val loss': distil_loss(s0(), teacher, val_b)},
-                                                                     _evaluate(s0(), data, cfg, seed, False), model='first half, not distilled', init='first', blocks=L)))
+        rows.append(keep('teacher', seed, lambda: row('teacher', seed, teacher, model=f'teacher ({name})', init='-', blocks=cfg.depth)))
+        rows.append(keep('undistilled first', seed, lambda: row('undistilled first', seed, s0(), {'val loss': distil_loss(s0(), teacher, val_b)},
+                                                                model='first half, not distilled', init='first', blocks=L)))
         for init in cfg.inits:
             r = keep(f'distilled {init}', seed, lambda: distilled(init, seed)); hists[init].append(History(**r['history'])); rows.append(r['row'])
-        rows.append(keep('scratch', seed, lambda: _run_row('scratch', seed, _evaluate(make_student(teacher, L, 'random', 1000 + seed), data, cfg, seed, tune('scratch')),
-                                                           model='scratch (not distilled)', init='random', blocks=L)))
-    return FeatKDResult(rows, hists, [teacher_gate(cfg, clf, test)], models)
+        rows.append(keep('scratch', seed, lambda: row('scratch', seed, scratch_student(cfg, train, seed)[0],
+                                                      model='scratch (contrastive, equal compute)', init='random', blocks=L)))
+    probes = [r['world probe'] for r in rows if r['arm'] == 'teacher']
+    return FeatKDResult(rows, hists, [probe_gate(cfg, probes, len(train.class_names))], models, curve)
 
-IMAGE_RUNS_SITE = cache_site('featkd-image-runs', 1, 'dd6251eb4696', run_image_featkd, _evaluate, _eval_data, _eval_tensors, _run_row, _losses, distil, distil_step,
-                             distil_loss, make_student, teacher_targets, image_batches, linear_probe, finetune, truncate, feature_kd_loss, data2vec_targets)
+IMAGE_RUNS_SITE = cache_site('featkd-image-runs', 2, '8619d9bdc0dc', run_image_featkd, _teacher, _evaluate, _eval_data, _eval_tensors, _run_row, _losses, distil,
+                             distil_step, distil_loss, make_student, _reinit, label_free, augmented, scratch_student, scratch_recipe, two_tower, contrastive_train,
+                             teacher_targets, image_batches, linear_probe, finetune, truncate, feature_kd_loss, data2vec_targets)
 
 def image_table(rows: list[dict]) -> list[dict]:
     "Tables 4-5 analogue: mean ± std per arm of the validation loss and the probe / finetune accuracies."
@@ -358,11 +483,11 @@ def pack_tokens(sentences: list[str],  # the text, in order
 class TextKDConfig:
     length: int = 32  # tokens per packed training sequence
     student_depth: int = 3  # L_s of the 6-layer MiniLM
-    inits: tuple = ('first', 'every_other')  # thesis vs DistilBERT initialisation
-    seeds: tuple = (0, 1, 2)  # distillation seeds (data order)
+    inits: tuple = ('first', 'every_other', 'random')  # thesis vs DistilBERT initialisation vs random layers
+    seeds: tuple = (0, 1, 2, 3, 4)  # distillation seeds (data order; the random initialisation too)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(  # Table 7 recipe, scaled to a CPU
         steps=50, batch_size=16, lr=2e-4, weight_decay=0.01, betas=(0.9, 0.98), eps=1e-6, warmup_frac=0.1,
-        eval_every=10, progress=False))
+        eval_every=25, progress=False))
     freeze_word_embeddings: bool = True  # keep the inherited token table fixed (cost, see text)
     n_topics: int = 6  # classes of the topic probe: the largest sections of the corpus
     topic_gate: float | None = None  # the teacher's topic-probe gate (%); None: halfway_gate(number of topics)
@@ -444,7 +569,7 @@ def text_table(rows: list[dict],  # `run_text_featkd`'s rows
 def run_text_featkd(cfg: TextKDConfig,  # the experiment; `TextKDConfig.tiny()` for a smoke run
                     folder=None,  # cache folder of the arms' rows; default `vlkd.train.cache_dir()`
                    ) -> FeatKDResult:
-    "Distil MiniLM-L6 into 3-layer students (first half / every other); one row per arm and seed (Table 6 analogue)."
+    "Distil MiniLM-L6 into 3-layer students (first half / every other / random layers); one row per arm and seed (Table 6 analogue)."
     print(config_table(cfg))
     teacher, tok = minilm()
     teacher.requires_grad_(False)
@@ -463,11 +588,12 @@ def run_text_featkd(cfg: TextKDConfig,  # the experiment; `TextKDConfig.tiny()` 
     rows, hists, models = [keep('teacher', None, lambda: _run_row('teacher', None, ev(teacher), model='MiniLM-L6 (teacher)', init='-', layers=teacher.n_layers))], {i: [] for i in cfg.inits}, dict(teacher=teacher)
     gates = [gate(f'MiniLM-L6 topic probe ({len(topics)} topics)', rows[0]['topic probe'], halfway_gate(len(topics)) if cfg.topic_gate is None else cfg.topic_gate)]
     for init in cfg.inits:
-        s0 = lambda: make_student(teacher, L, init)  # no randomness: one row, seed None
-        rows.append(keep(f'undistilled {init}', None, lambda: _run_row(f'undistilled {init}', None, {'val loss': distil_loss(s0(), teacher, val_b)}, ev(s0()),
-                                                                       model='student, not distilled', init=init, layers=L)))
+        s0 = lambda seed: make_student(teacher, L, init, 0 if seed is None else seed)  # only 'random' draws: one row per seed, else one row (seed None)
+        for seed in (cfg.seeds if init == 'random' else [None]):
+            rows.append(keep(f'undistilled {init}', seed, lambda: _run_row(f'undistilled {init}', seed, {'val loss': distil_loss(s0(seed), teacher, val_b)}, ev(s0(seed)),
+                                                                           model='student, not distilled', init=init, layers=L)))
         def distilled(seed):
-            s = make_student(teacher, L, init)
+            s = make_student(teacher, L, init, seed)
             if cfg.freeze_word_embeddings: s.model.embeddings.word_embeddings.weight.requires_grad_(False)
             h = distil(s, teacher, token_batches(chunks, targets(), cfg.train.batch_size, seed), val_b, replace(cfg.train, seed=seed))
             models.setdefault(f'distilled {init}', s)
@@ -476,7 +602,7 @@ def run_text_featkd(cfg: TextKDConfig,  # the experiment; `TextKDConfig.tiny()` 
             r = keep(f'distilled {init}', seed, lambda: distilled(seed)); hists[init].append(History(**r['history'])); rows.append(r['row'])
     return FeatKDResult(rows, hists, gates, models)
 
-TEXT_RUNS_SITE = cache_site('featkd-text-runs', 1, '86034593edce', run_text_featkd, _run_row, _losses, distil, distil_step, distil_loss, make_student,
+TEXT_RUNS_SITE = cache_site('featkd-text-runs', 2, '97e8d8f86652', run_text_featkd, _run_row, _losses, distil, distil_step, distil_loss, make_student, _reinit,
                             teacher_targets, token_batches, pack_tokens, split_corpus, text_corpus, _text_eval, sentence_embeddings, agreement,
                             linear_probe, truncate, feature_kd_loss, data2vec_targets)
 
@@ -490,25 +616,27 @@ def curve_data(image_hists: dict,  # init -> list of Histories (one per seed), `
                   for init, hs in hists.items()} for run, hists in (('image', image_hists), ('text', text_hists))}
 
 def _mean_curve(curves: list[dict], smooth: int):
-    loss = np.mean([c['loss'] for c in curves], 0)
-    k = max(1, min(smooth, len(loss)))
-    return curves[0]['steps'][k - 1:], np.convolve(loss, np.ones(k) / k, 'valid'), curves[0]['val_steps'], np.mean([c['val_loss'] for c in curves], 0)
+    "(steps, smoothed mean training loss, its std over seeds, validation steps, mean validation loss, its std)."
+    k = max(1, min(smooth, len(curves[0]['loss'])))
+    sm = np.array([np.convolve(c['loss'], np.ones(k) / k, 'valid') for c in curves]); v = np.array([c['val_loss'] for c in curves])
+    return curves[0]['steps'][k - 1:], sm.mean(0), sm.std(0), curves[0]['val_steps'], v.mean(0), v.std(0)
 
 def plot_curve_data(curves: dict,  # from `curve_data`, or `figures/02_featkd_curves.json`'s meta['curves']
                     smooth: int = 10,  # moving-average window of the training loss
                     inits=None,  # initialisations (arms) to draw; None: all
                     title: str | None = None,  # e.g. 'smoke run (tiny config)'
                    ) -> plt.Figure:
-    "Training vs validation distillation loss per initialisation: image (left) and text (right)."
-    fig, axs = plt.subplots(1, 2, figsize=(10, 3.6))
+    "Training vs validation distillation loss of every initialisation, mean over seeds with a ±1 std band: image (left) and text (right)."
+    fig, axs = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, run, name in zip(axs, ('image', 'text'), ('image: ViT-12 → 6 blocks', 'text: MiniLM-L6 → 3 layers')):
         for (init, cs), c in zip(curves[run].items(), ('C0', 'C1', 'C2', 'C3')):
             if not cs or (inits is not None and init not in inits): continue
-            s, l, vs, v = _mean_curve(cs, smooth)
-            ax.plot(s, l, color=c, label=f'{init}: train'); ax.plot(np.maximum(vs, 0), v, 'o--', color=c, ms=4, label=f'{init}: validation')
+            s, l, ls, vs, v, vstd = _mean_curve(cs, smooth); vs = np.maximum(vs, 0)
+            ax.plot(s, l, color=c, label=f'{init}: train'); ax.plot(vs, v, 'o--', color=c, ms=4, label=f'{init}: validation')
+            ax.fill_between(s, l - ls, l + ls, color=c, alpha=0.15, lw=0); ax.fill_between(vs, v - vstd, v + vstd, color=c, alpha=0.1, lw=0)
         ax.set(xlabel='step', ylabel='feature KD loss (Eq. 39)', title=name, yscale='log')
         if ax.lines: ax.legend(fontsize=7)
-    if title: fig.suptitle(title)
+    fig.suptitle(f"{title + ': ' if title else ''}mean over seeds, band ±1 std", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -532,22 +660,28 @@ def save_curves(curves: dict,  # from `curve_data`
 
 # %% ../nbs/02_featkd.ipynb #c061
 IMAGE_CLAIMS = [  # (claim, source, arm a, arm b, metric, claimed sign of a − b); all rely on the image teacher's gate
-    ("Distillation improves the first-half student over the same student before distillation (world linear probe; the undistilled arm is not finetuned)",
+    ("Distillation improves the first-half student over the same student before distillation (world linear probe)",
      '001 §2.1.1.3, Table 4', 'distilled first', 'undistilled first', 'world probe', '>'),
-    ("The distilled first-half student beats a scratch student of the same size (world linear probe)", '001 §2.1.1.1, Table 4', 'distilled first', 'scratch', 'world probe', '>'),
-    ("The distilled first-half student beats a scratch student of the same size (world finetuning)", '001 §2.1.1.3, Table 4', 'distilled first', 'scratch', 'world finetune', '>'),
+    ("Distillation improves the first-half student over the same student before distillation (world finetuning)",
+     '001 §2.1.1.3, Table 4', 'distilled first', 'undistilled first', 'world finetune', '>'),
+    ("The distilled first-half student beats a scratch student of the same size trained with the teacher's label-free objective at equal compute (world linear probe)",
+     '001 §2.1.1.1, Table 4', 'distilled first', 'scratch', 'world probe', '>'),
+    ("The distilled first-half student beats a scratch student of the same size trained with the teacher's label-free objective at equal compute (world finetuning)",
+     '001 §2.1.1.3, Table 4', 'distilled first', 'scratch', 'world finetune', '>'),
     ("Initialising the student with the teacher's first half beats every other block (world linear probe after distillation)", '001 §2.1.1.1', 'distilled first', 'distilled every_other', 'world probe', '>'),
-    ("Initialising the student with the teacher's first half beats a random initialisation (world linear probe after distillation)", '001 §2.1.1.1', 'distilled first', 'distilled random', 'world probe', '>'),
+    ("Initialising the student with every other block of the teacher beats a random initialisation (world linear probe after distillation)", '001 §2.1.1.1', 'distilled every_other', 'distilled random', 'world probe', '>'),
     ("Distillation keeps the teacher's transfer to digits: the distilled first-half student's digits probe is not below the teacher's (tested as student − teacher > 0)",
      '001 §2.1.1.3, Table 5', 'distilled first', 'teacher', 'digits probe', '>'),
     ("The validation loss of distillation stays below the training loss (first-half student: final validation loss vs mean training loss of the last validation interval)",
      '001 §2.1.1.2, Fig. 12', 'validation', 'training', 'first-half loss', '<'),
 ]
 TEXT_CLAIMS = [  # the same; all rely on MiniLM's topic-probe gate
-    ("Distillation changes the first-half MiniLM student's topic probe (distilled − undistilled first half; the thesis expects a gain)",
+    ("Distillation raises the first-half MiniLM student's topic probe (distilled − undistilled first half; the thesis expects a gain, a refuted row means distillation lowers it)",
      '001 §2.1.2, Table 6 analogue', 'distilled first', 'undistilled first', 'topic probe', '>'),
     ("Initialising the text student with the teacher's first half beats every other layer, DistilBERT's choice (topic probe after distillation)",
      '001 §2.1.2.1', 'distilled first', 'distilled every_other', 'topic probe', '>'),
+    ("Initialising the text student with the teacher's first half beats random layers (topic probe after distillation)",
+     '001 §2.1.2.1', 'distilled first', 'distilled random', 'topic probe', '>'),
 ]
 
 def _claims(rows: list[dict], claims: list, gates: list[dict]) -> list[dict]:
@@ -570,12 +704,14 @@ def reproduce(out_dir=None,  # folder for figures and tables; default `figures/`
               tiny: bool = False,  # run the `.tiny()` configs (a smoke run, with a temporary teacher cache unless `folder`)
               folder=None,  # teacher cache folder; default `vlkd.train.cache_dir()`
              ) -> list[Path]:
-    "Run the image and text experiments; write `02_featkd_curves.png/.json` (the curves' numbers), `02_featkd_image/text.md/.json` and `02_featkd_verdicts.json/.md`."
+    "Run the image and text experiments; write `02_featkd_curves.png/.json`, `02_featkd_image/text/teacher.md/.json` and `02_featkd_verdicts.json/.md`."
     icfg, tcfg = (FeatKDConfig.tiny(), TextKDConfig.tiny()) if tiny else (FeatKDConfig(), TextKDConfig())
     with tempfile.TemporaryDirectory() as tmp: img, txt = run_image_featkd(icfg, folder or (tmp if tiny else None)), run_text_featkd(tcfg, folder or (tmp if tiny else None))
     run = 'smoke run (tiny config)' if tiny else 'full config'
     paths = [save_table(image_table(img.rows), '02_featkd_image', out_dir, meta=dict(run=run, config=asdict(icfg), gates=img.gates, runs=img.rows)),
-             save_table(text_table(txt.rows, tcfg.k), '02_featkd_text', out_dir, meta=dict(run=run, config=asdict(tcfg), gates=txt.gates, runs=txt.rows))]
+             save_table(text_table(txt.rows, tcfg.k), '02_featkd_text', out_dir, meta=dict(run=run, config=asdict(tcfg), gates=txt.gates, runs=txt.rows)),
+             save_table(img.teacher_curve or [dict(step='-', fraction='-', **{'world probe (val, %)': 'not recorded'})], '02_featkd_teacher', out_dir,
+                        meta=dict(run=run, teacher=icfg.teacher, gates=img.gates))]
     fig = plot_curves(img.histories, txt.histories, smoke=tiny); paths.append(save_figure(fig, '02_featkd_curves', out_dir)); plt.close(fig)
     paths.append(save_curves(curve_data(img.histories, txt.histories), '02_featkd_curves', out_dir, run))
     return paths + [save_verdicts(featkd_verdicts(img, txt), '02_featkd', out_dir)]
