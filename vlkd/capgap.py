@@ -61,6 +61,7 @@ class CapGapConfig:
     head_epochs: int = 30  # kept for the epoch-based recipe
     student_epochs: int = 4  # kept for the epoch-based recipe
     batch_size: int = 128  # batch of every step-based run (teachers, head, students)
+    bf16: bool = True  # bfloat16 autocast in every step-based run: a CNN step costs 0.59x (teacher) to 0.81x (student) of float32 on this CPU (AVX512-BF16; `benchmarks/train_step.py`); False on a CPU without it
     lr: float = 2e-3  # AdamW peak learning rate (one-cycle: 30 % warmup, cosine)
     weight_decay: float = 0.05
     alpha: float = 0.5  # weight of the KL term (002 §4.1)
@@ -249,7 +250,7 @@ def _train_config(cfg: CapGapConfig, n: int, epochs: int, seed: int = _TEACHER_S
 def _step_config(cfg: CapGapConfig, n: int, steps: int, seed: int, progress: bool = False) -> TrainConfig:
     "`steps` AdamW one-cycle steps (30 % warmup, cosine) of cfg.batch_size (at most n): the recipe of `vlkd.evaluate.ClassifierConfig`."
     return TrainConfig(steps=steps, batch_size=min(cfg.batch_size, n), lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_frac=0.3,
-                       seed=seed, progress=progress and cfg.progress and not in_test())
+                       seed=seed, bf16=cfg.bf16, progress=progress and cfg.progress and not in_test())
 
 def _flips(seed: int, step: int, n: int) -> torch.Tensor:
     "Which of the n images of batch `step` `labelled_batches(..., flip=True)` mirrors (its `hflip` draw, repeated)."
@@ -347,7 +348,7 @@ def make_teacher(name: str,  # 'cnn<w>' (see `student`), a key of RESNETS, 'vit-
         train = lambda m: train_classifier(m, x, y, ClassifierConfig(train=_train_config(cfg, len(x), cfg.teacher_epochs, seed), flip=False))
     return cached(key, lambda: (set_seed(seed), make())[1], train, name=f'capgap-{name}', folder=folder, site=CAPGAP_SITE)
 
-CAPGAP_SITE = cache_site('capgap', 3, 'f7e027ac444a', make_teacher, _key, _ce_steps, _train_config, _step_config, student, _cnn_widths,
+CAPGAP_SITE = cache_site('capgap', 4, '027105c66d3f', make_teacher, _key, _ce_steps, _train_config, _step_config, student, _cnn_widths,
                          resnet, _vit_ce, _clip_teacher, ClipTeacher.__init__, ClipTeacher.similarity, ClipTeacher.forward, mlp_head, clip_similarities,
                          train_classifier, labelled_batches, ClassifierConfig)
 
@@ -380,7 +381,7 @@ def train_student(arch: str,  # see `student`
                subset=None if subset is None else subset.tolist(), train=asdict(tc), hkd=(cfg.alpha, cfg.beta, cfg.tau))
     return cached(key, make, train, name='capgap-student', folder=folder, site=CAPGAP_STUDENT_SITE)
 
-CAPGAP_STUDENT_SITE = cache_site('capgap-student', 1, '5b708ac9ea28', train_student, distill_batches, _flips, distill_step, student,
+CAPGAP_STUDENT_SITE = cache_site('capgap-student', 2, '722530be083f', train_student, distill_batches, _flips, distill_step, student,
                                  _cnn_widths, _step_config, labelled_batches, hkd_loss)
 
 TEACHER_NAMES = {'none': 'Scratch / None', 'resnet18': 'ResNet 18', 'resnet34': 'ResNet 34', 'resnet50': 'ResNet 50',

@@ -660,10 +660,12 @@ def _fmt_gates(gates): return '; '.join(f"{g['name']} {g['value']:.1f} {'≥' if
 
 def verdict_table(rows: list[dict]) -> str:
     "The verdict rows as a readable markdown table."
-    f = lambda x: '-' if x is None else f'{x:+.2f}'
+    def fmt(r):  # two decimals; a row whose mean and CI all round to ±0.00 (a loss difference) keeps two digits in e-notation
+        tiny = all(x is not None and abs(x) < 0.005 for x in (r['mean_diff'], r['ci_low'], r['ci_high'])) and r['mean_diff'] != 0
+        return lambda x: '-' if x is None else f'{x:+.1e}' if tiny else f'{x:+.2f}'
     return markdown_table([{'claim': r['claim'], 'source': r['source'], 'metric': r['metric'],
                             'arms': f"{r['arms'][0]} − {r['arms'][1]} ({r.get('claimed', '>')} 0)", 'n': r['n'],
-                            'mean diff': f(r['mean_diff']), '95 % CI': f"[{f(r['ci_low'])}, {f(r['ci_high'])}]",
+                            'mean diff': (f := fmt(r))(r['mean_diff']), '95 % CI': f"[{f(r['ci_low'])}, {f(r['ci_high'])}]",
                             'gates': _fmt_gates(r['gates']), 'verdict': f"**{r['verdict']}**"} for r in rows])
 
 def save_verdicts(rows: list[dict],  # from `verdict_row`

@@ -20,7 +20,7 @@ from .encoders import (EncoderOutput, _Encoder, from_hub, local_weights, vit_enc
                            layer_decay_groups, TwoTower)
 from .data import WorldConfig, CaptionWorld, normalize, hflip, random_resized_crop, digits, mix_seed, epoch_batch, batches_per_epoch
 from .train import TrainConfig, History, fit, cached, cached_result, cache_site, resolve_device, to_device
-from .clip import WorldTensors, contrastive_batches, contrastive_step
+from .clip import WorldTensors, ClipConfig, pretrain_clip, contrastive_batches, contrastive_step, CLIP_SITE
 from .evaluate import (ProbeConfig, FinetuneConfig, ClassifierConfig, ImageClassifier, train_classifier, labelled_batches, linear_probe, finetune,
                            evaluating, batched, model_device, predict, accuracy, summarize, paired, gate, halfway_gate, verdict_row,
                            save_verdicts, load_verdicts, verdict_table)
@@ -28,7 +28,7 @@ from .evaluate import (ProbeConfig, FinetuneConfig, ClassifierConfig, ImageClass
 # %% auto #0
 __all__ = ['TEACHER_SITE', 'CLIP_TEACHER_SITE', 'IMAGE_METRICS', 'IMAGE_RUNS_SITE', 'GLUE', 'TABLE6_REPORTED', 'TEXT_RUNS_SITE',
            'IMAGE_CLAIMS', 'TEXT_CLAIMS', 'HFVisionEncoder', 'data2vec_vision', 'FeatKDConfig', 'image_batches',
-           'world_teacher', 'label_free', 'two_tower', 'augmented', 'contrastive_train', 'clip_teacher',
+           'world_teacher', 'label_free', 'LockedTower', 'two_tower', 'augmented', 'contrastive_train', 'clip_teacher',
            'teacher_curve', 'image_teacher', 'teacher_gate', 'probe_gate', 'distil_step', 'teacher_targets',
            'make_student', 'distil_loss', 'distil', 'scratch_recipe', 'scratch_student', 'FeatKDResult',
            'summary_table', 'run_image_featkd', 'image_table', 'text_corpus', 'split_corpus', 'pack_tokens',
@@ -66,7 +66,7 @@ def data2vec_vision(name: str = 'facebook/data2vec-vision-base',  # a transforme
 @dataclass
 class FeatKDConfig:
     world: WorldConfig = field(default_factory=lambda: WorldConfig.easy(img_size=32, max_objects=1))  # one clean shape, 32 px
-    teacher: str = 'clip'  # 'clip': label-free two-tower teacher trained here (cached); 'world': CE on the shape labels; else a hub name for `data2vec_vision`
+    teacher: str = 'clip'  # 'clip': label-free two-tower teacher trained here (cached; its text tower locked, see `locked_text`); 'world': CE on the shape labels; else a hub name for `data2vec_vision`
     n_train: int = 3000  # rendered training images (teacher training and distillation; their labels are never used to train)
     n_val: int = 512  # validation images: the distillation loss (Fig. 12) and the teacher's probe during its training
     n_test: int = 1000  # test images of the data world for the teacher's gate, probes and finetuning
@@ -77,12 +77,14 @@ class FeatKDConfig:
     patch_size: int = 8  # 32x32 images -> 16 patches + [CLS]
     conv_stem: bool = True  # a stride-2 convolution stem instead of the patchify layer (`vit_encoder(conv_stem=True)`)
     pool: str = 'avg'  # the image tower's pooled output: 'avg' (mean of the patch tokens, what the probe reads) or 'token' ([CLS])
-    text_depth: int = 2  # text tower (BERT blocks) of the contrastive teacher and of the scratch arm
+    text_depth: int = 2  # a fresh text tower (BERT blocks) for the teacher and the scratch arm, used only when `locked_text=False`
     text_width: int = 64  # its width
-    embed_dim: int = 64  # the two towers' shared space
+    embed_dim: int = 64  # the two towers' shared space (with `locked_text`: the CLIP's)
+    locked_text: bool = True  # the teacher's text tower: 01d's pre-trained CLIP text tower and projection, frozen (LiT-style locking); False: a fresh BERT trained with the image tower
+    text_clip: ClipConfig = field(default_factory=ClipConfig.long)  # the CLIP whose text tower is locked (01d's long schedule: captions only, no labels)
     student_depth: int = 6  # L_s: the teacher's first half
     teacher_train: TrainConfig = field(default_factory=lambda: TrainConfig(  # the teacher's recipe: CLIP loss ('clip') or CE ('world')
-        steps=1000, batch_size=64, lr=1e-3, weight_decay=0.1, warmup_frac=0.05, grad_clip=1.0, progress=False))
+        steps=1500, batch_size=64, lr=3e-3, weight_decay=0.1, warmup_frac=0.05, grad_clip=1.0, progress=False))
     teacher_crop: tuple = (1.0, 1.0)  # crop area range (plus a flip) of the contrastive training, teacher and scratch arm; (1, 1): none
     teacher_checkpoints: int = 4  # validation probes of the teacher during its training, at k/n of the steps ('clip')
     teacher_gate: float = 90.0  # world linear-probe top-1 (%) the teacher must reach (mean over seeds); fixed before the run
@@ -100,7 +102,7 @@ class FeatKDConfig:
     @classmethod
     def tiny(cls, **kw):
         "Seconds on a laptop: a 4-block width-32 teacher, 10 distillation steps, one seed."
-        return cls(**{**dict(n_train=256, n_val=64, n_test=128, n_eval_train=128, depth=4, width=32, student_depth=2, text_width=32, embed_dim=16,
+        return cls(**{**dict(n_train=256, n_val=64, n_test=128, n_eval_train=128, depth=4, width=32, student_depth=2, text_width=32, embed_dim=16, text_clip=ClipConfig.tiny(),
                              teacher_train=TrainConfig.tiny(steps=20, batch_size=32, progress=False), teacher_checkpoints=2,
                              distil=TrainConfig.tiny(steps=10, batch_size=32, lr=1e-3, eval_every=5, progress=False),
                              seeds=(0,), probe=ProbeConfig.tiny(), finetune=FinetuneConfig.tiny()), **kw})
@@ -153,13 +155,27 @@ def label_free(batches):  # `batch(step)` -> dict
     "The same stream with 'labels' removed from every batch: what a label-free trainer is given."
     return lambda step: {k: v for k, v in batches(step).items() if k != 'labels'}
 
+class LockedTower(nn.Module):
+    "A frozen encoder that stays in eval mode (no dropout) whatever `.train()` asks, run without gradients: LiT's locked tower."
+    def __init__(self, encoder: nn.Module):  # returns EncoderOutput, has `width`
+        super().__init__(); self.encoder = encoder.eval().requires_grad_(False); self.width = encoder.width
+    def train(self, mode: bool = True): return super().train(False)
+    def forward(self, *args, **kwargs):
+        with torch.no_grad(): return self.encoder(*args, **kwargs)
+
 def two_tower(cfg: FeatKDConfig,  # architecture of both towers
               depth: int,  # blocks of the image tower (cfg.depth: the teacher; cfg.student_depth: the scratch arm)
-              seed: int = 0,  # initialisation seed
+              seed: int = 0,  # initialisation seed of the image tower and its projection
+              folder=None,  # cache folder of `cfg.text_clip` (locked text); default `vlkd.train.cache_dir()`
              ) -> TwoTower:
-    "A fresh CLIP-style model: the chapter's ViT as image tower, a small BERT (`text_depth` x `text_width`) as text tower."
-    image = _vit(cfg, depth, seed)
-    return TwoTower(image, bert_encoder('tiny', depth=cfg.text_depth, width=cfg.text_width, heads=max(1, cfg.text_width // 64)), cfg.embed_dim)
+    "A fresh CLIP-style model: the chapter's ViT as image tower; as text tower the locked text tower of `cfg.text_clip` (`locked_text`) or a fresh small BERT."
+    if not cfg.locked_text:
+        image = _vit(cfg, depth, seed)
+        return TwoTower(image, bert_encoder('tiny', depth=cfg.text_depth, width=cfg.text_width, heads=max(1, cfg.text_width // 64)), cfg.embed_dim)
+    clip = pretrain_clip(cfg.text_clip, folder=folder)  # cached (trained by 01d); loaded before the seeded initialisation
+    model = TwoTower(_vit(cfg, depth, seed), LockedTower(copy.deepcopy(clip.text)), clip.embed_dim)
+    model.text_proj = copy.deepcopy(clip.text_proj).requires_grad_(False)
+    return model
 
 def augmented(batches,  # `batch(step)` -> dict with normalised 'images'
               scale: tuple = (0.08, 1.0),  # crop area range
@@ -199,12 +215,13 @@ def clip_teacher(cfg: FeatKDConfig,  # the experiment
     tcfg = replace(cfg.teacher_train, eval_every=max(1, cfg.teacher_train.steps // cfg.teacher_checkpoints))
     key = dict(world=asdict(cfg.world), n_train=cfg.n_train, n_val=cfg.n_val, n_eval_train=cfg.n_eval_train, train=asdict(tcfg), crop=cfg.teacher_crop, probe=asdict(cfg.probe),
                arch=[cfg.depth, cfg.width, cfg.heads, cfg.patch_size, cfg.conv_stem, cfg.pool, cfg.text_depth, cfg.text_width, cfg.embed_dim])
+    if cfg.locked_text: key |= dict(locked_text=asdict(cfg.text_clip), clip_site=[CLIP_SITE.name, CLIP_SITE.version])  # a retrained CLIP means a new teacher
     def train_fn(model):
         tr = train if train is not None else WorldTensors(cfg.world, 'train', cfg.n_train)
         return contrastive_train(model, tr, tcfg, cfg.teacher_crop, _probe_fn(cfg, tr, val if val is not None else WorldTensors(cfg.world, 'val', cfg.n_val)))
-    return cached(key, lambda: two_tower(cfg, cfg.depth), train_fn, name='featkd-clip-teacher', folder=folder, site=CLIP_TEACHER_SITE)
+    return cached(key, lambda: two_tower(cfg, cfg.depth, folder=folder), train_fn, name='featkd-clip-teacher', folder=folder, site=CLIP_TEACHER_SITE)
 
-CLIP_TEACHER_SITE = cache_site('featkd-clip-teacher', 1, '2f5e40209189', clip_teacher, two_tower, _vit, contrastive_train, label_free, _probe_fn,
+CLIP_TEACHER_SITE = cache_site('featkd-clip-teacher', 2, '59ffb5a2f2c6', clip_teacher, two_tower, LockedTower.train, LockedTower.forward, _vit, contrastive_train, label_free, _probe_fn,
                                augmented, contrastive_step, contrastive_batches, linear_probe, WorldTensors.__init__)
 
 def teacher_curve(model: nn.Module) -> list[dict]:
@@ -345,9 +362,10 @@ def scratch_recipe(cfg: FeatKDConfig, seed: int = 0) -> TrainConfig:
 def scratch_student(cfg: FeatKDConfig,  # the experiment
                     train: WorldTensors,  # the distillation's training images (and their captions)
                     seed: int = 0,  # data order and captions (`scratch_recipe`); the initialisation uses 1000 + seed
+                    folder=None,  # cache folder of the locked text tower's CLIP
                    ) -> tuple[nn.Module, History]:
-    "A random `student_depth`-block image tower trained with the teacher's label-free CLIP objective (a fresh text tower) for the distillation's budget."
-    model = two_tower(cfg, cfg.student_depth, 1000 + seed)
+    "A random `student_depth`-block image tower trained with the teacher's label-free CLIP objective (its text tower: locked, or fresh) for the distillation's budget."
+    model = two_tower(cfg, cfg.student_depth, 1000 + seed, folder)
     h = contrastive_train(model, train, scratch_recipe(cfg, seed), cfg.teacher_crop)
     return model.visual.eval(), h
 
@@ -420,12 +438,12 @@ def run_image_featkd(cfg: FeatKDConfig,  # the experiment; `FeatKDConfig.tiny()`
                                                                 model='first half, not distilled', init='first', blocks=L)))
         for init in cfg.inits:
             r = keep(f'distilled {init}', seed, lambda: distilled(init, seed)); hists[init].append(History(**r['history'])); rows.append(r['row'])
-        rows.append(keep('scratch', seed, lambda: row('scratch', seed, scratch_student(cfg, train, seed)[0],
+        rows.append(keep('scratch', seed, lambda: row('scratch', seed, scratch_student(cfg, train, seed, folder)[0],
                                                       model='scratch (contrastive, equal compute)', init='random', blocks=L)))
     probes = [r['world probe'] for r in rows if r['arm'] == 'teacher']
     return FeatKDResult(rows, hists, [probe_gate(cfg, probes, len(train.class_names))], models, curve)
 
-IMAGE_RUNS_SITE = cache_site('featkd-image-runs', 2, '8619d9bdc0dc', run_image_featkd, _teacher, _evaluate, _eval_data, _eval_tensors, _run_row, _losses, distil,
+IMAGE_RUNS_SITE = cache_site('featkd-image-runs', 3, '17ce96fceacb', run_image_featkd, _teacher, _evaluate, _eval_data, _eval_tensors, _run_row, _losses, distil,
                              distil_step, distil_loss, make_student, _reinit, label_free, augmented, scratch_student, scratch_recipe, two_tower, contrastive_train,
                              teacher_targets, image_batches, linear_probe, finetune, truncate, feature_kd_loss, data2vec_targets)
 

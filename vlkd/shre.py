@@ -43,7 +43,7 @@ class TeacherConfig:
     depth: int = 3  # ViT blocks (arch='vit')
     width: int = 64  # ViT width (arch='vit')
     patch_size: int = 8  # ViT patch: 32x32 images -> 16 patches (arch='vit')
-    train: TrainConfig = field(default_factory=lambda: replace(ClassifierConfig().train, progress=True, log_every=50))  # AdamW one-cycle, 1000 steps, batch 128
+    train: TrainConfig = field(default_factory=lambda: replace(ClassifierConfig().train, progress=True, log_every=50, bf16=True))  # AdamW one-cycle, 1000 steps, batch 128; bfloat16 autocast (0.58x the float32 step on this CPU)
     flip: bool = True  # random horizontal flips (ClassifierConfig's default; the 64 labels do not say left or right)
     seed: int = 0  # initialisation seed
 
@@ -80,7 +80,7 @@ class SHReConfig:
     rank_weight: float = 1.0  # weight of L_Rank, a mean over the B(B-1) pairs: B(B-1) (`eq31_weight`) is Eq. 31's sum; the sweep's best replaces it
     margin: float = 0.2  # Δ of Eq. 30
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=128, lr=2e-3, weight_decay=0.05,
-                                                                  warmup_frac=0.05, grad_clip=1.0, progress=False))
+                                                                  warmup_frac=0.05, grad_clip=1.0, bf16=True, progress=False))  # bfloat16 autocast: 0.81x the float32 step here
     sweep_weights: tuple = (1.0, 32.0, 1024.0)  # rank weights tried with arm 'both' on the validation split; 0 (KL only) and eq31_weight(B) are always added
     sweep_seeds: tuple = (0,)  # seeds of the sweep
     n_val: int = 1000  # validation images (the sweep's split; never the test split)
