@@ -19,7 +19,7 @@ from .losses import data2vec_targets, feature_kd_loss
 from .encoders import (EncoderOutput, _Encoder, from_hub, local_weights, vit_encoder, bert_encoder, minilm, truncate,
                            layer_decay_groups, TwoTower)
 from .data import WorldConfig, CaptionWorld, normalize, hflip, random_resized_crop, digits, mix_seed, epoch_batch, batches_per_epoch
-from .train import TrainConfig, History, fit, cached, cached_result, cache_site, resolve_device, to_device
+from .train import TrainConfig, History, fit, cached, cached_result, cache_key, cache_site, resolve_device, to_device
 from .clip import WorldTensors, ClipConfig, pretrain_clip, contrastive_batches, contrastive_step, CLIP_SITE
 from .evaluate import (ProbeConfig, FinetuneConfig, ClassifierConfig, ImageClassifier, train_classifier, labelled_batches, linear_probe, finetune,
                            evaluating, batched, model_device, predict, accuracy, summarize, paired, gate, halfway_gate, verdict_row,
@@ -206,22 +206,30 @@ def _probe_fn(cfg: FeatKDConfig, train: WorldTensors, val: WorldTensors):
         with torch.enable_grad(): return linear_probe(model.visual, tr, va, len(train.class_names), cfg.probe)
     return probe
 
+def _clip_recipe(cfg: FeatKDConfig) -> TrainConfig:
+    "The teacher's training recipe, with a validation probe at each of `teacher_checkpoints`."
+    return replace(cfg.teacher_train, eval_every=max(1, cfg.teacher_train.steps // cfg.teacher_checkpoints))
+
+def _clip_key(cfg: FeatKDConfig) -> dict:
+    "Everything that determines the label-free teacher's weights (the code is its cache site's); the locked CLIP's config and site too."
+    key = dict(world=asdict(cfg.world), n_train=cfg.n_train, n_val=cfg.n_val, n_eval_train=cfg.n_eval_train, train=asdict(_clip_recipe(cfg)), crop=cfg.teacher_crop,
+               probe=asdict(cfg.probe), arch=[cfg.depth, cfg.width, cfg.heads, cfg.patch_size, cfg.conv_stem, cfg.pool, cfg.text_depth, cfg.text_width, cfg.embed_dim])
+    if cfg.locked_text: key |= dict(locked_text=asdict(cfg.text_clip), clip_site=[CLIP_SITE.name, CLIP_SITE.version])  # a retrained CLIP means a new teacher
+    return key
+
 def clip_teacher(cfg: FeatKDConfig,  # the experiment
                  train: WorldTensors | None = None,  # rendered training split (rendered here if None)
                  val: WorldTensors | None = None,  # validation split of the checkpoint probes (rendered here if None)
                  folder=None,  # cache folder; default `vlkd.train.cache_dir()`
                 ) -> TwoTower:
     "The label-free teacher: a two-tower model trained with the CLIP loss on the world's images and captions (cached, eval mode, `.history`)."
-    tcfg = replace(cfg.teacher_train, eval_every=max(1, cfg.teacher_train.steps // cfg.teacher_checkpoints))
-    key = dict(world=asdict(cfg.world), n_train=cfg.n_train, n_val=cfg.n_val, n_eval_train=cfg.n_eval_train, train=asdict(tcfg), crop=cfg.teacher_crop, probe=asdict(cfg.probe),
-               arch=[cfg.depth, cfg.width, cfg.heads, cfg.patch_size, cfg.conv_stem, cfg.pool, cfg.text_depth, cfg.text_width, cfg.embed_dim])
-    if cfg.locked_text: key |= dict(locked_text=asdict(cfg.text_clip), clip_site=[CLIP_SITE.name, CLIP_SITE.version])  # a retrained CLIP means a new teacher
+    tcfg = _clip_recipe(cfg)
     def train_fn(model):
         tr = train if train is not None else WorldTensors(cfg.world, 'train', cfg.n_train)
         return contrastive_train(model, tr, tcfg, cfg.teacher_crop, _probe_fn(cfg, tr, val if val is not None else WorldTensors(cfg.world, 'val', cfg.n_val)))
-    return cached(key, lambda: two_tower(cfg, cfg.depth, folder=folder), train_fn, name='featkd-clip-teacher', folder=folder, site=CLIP_TEACHER_SITE)
+    return cached(_clip_key(cfg), lambda: two_tower(cfg, cfg.depth, folder=folder), train_fn, name='featkd-clip-teacher', folder=folder, site=CLIP_TEACHER_SITE)
 
-CLIP_TEACHER_SITE = cache_site('featkd-clip-teacher', 2, '59ffb5a2f2c6', clip_teacher, two_tower, LockedTower.train, LockedTower.forward, _vit, contrastive_train, label_free, _probe_fn,
+CLIP_TEACHER_SITE = cache_site('featkd-clip-teacher', 2, 'a0c698a96742', clip_teacher, _clip_recipe, _clip_key, two_tower, LockedTower.train, LockedTower.forward, _vit, contrastive_train, label_free, _probe_fn,
                                augmented, contrastive_step, contrastive_batches, linear_probe, WorldTensors.__init__)
 
 def teacher_curve(model: nn.Module) -> list[dict]:
@@ -405,11 +413,11 @@ def _losses(h: History, cfg: TrainConfig) -> dict:
     return {'val loss': h.val['val_loss'][-1], 'train loss': float(np.mean(h.loss[-(cfg.eval_every or 10):]))}
 
 def _teacher(cfg: FeatKDConfig, train, val, folder) -> tuple:
-    "(frozen teacher encoder, its description, the cache site it comes from, its probe curve)."
+    "(frozen teacher encoder, its description, what identifies its weights beyond `cfg` (the arms' results are keyed by it), its probe curve)."
     if cfg.teacher == 'clip':
-        tt = clip_teacher(cfg, train, val, folder)
-        return tt.visual.eval().requires_grad_(False), 'contrastive, label-free', CLIP_TEACHER_SITE, teacher_curve(tt)
-    if cfg.teacher == 'world': return world_teacher(cfg, train, folder).encoder.eval().requires_grad_(False), 'CE on the labels', TEACHER_SITE, []
+        tt = clip_teacher(cfg, train, val, folder)  # its own cache key: covers the locked CLIP's site, which `cfg` does not
+        return tt.visual.eval().requires_grad_(False), 'contrastive, label-free', cache_key(_clip_key(cfg), 'featkd-clip-teacher', CLIP_TEACHER_SITE), teacher_curve(tt)
+    if cfg.teacher == 'world': return world_teacher(cfg, train, folder).encoder.eval().requires_grad_(False), 'CE on the labels', [TEACHER_SITE.name, TEACHER_SITE.version], []
     return image_teacher(cfg), cfg.teacher, None, []
 
 def run_image_featkd(cfg: FeatKDConfig,  # the experiment; `FeatKDConfig.tiny()` for a smoke run
@@ -418,11 +426,11 @@ def run_image_featkd(cfg: FeatKDConfig,  # the experiment; `FeatKDConfig.tiny()`
     "Distil the image teacher into students of each initialisation and seed, with the equal-compute scratch arm; one row per arm and seed (Tables 4-5)."
     print(config_table(cfg))
     train, val, test = (WorldTensors(cfg.world, s, n) for s, n in (('train', cfg.n_train), ('val', cfg.n_val), ('test', cfg.n_test)))
-    teacher, name, site, curve = _teacher(cfg, train, val, folder)
+    teacher, name, tag, curve = _teacher(cfg, train, val, folder)
     data, L, tune = _eval_data(cfg, train, test), cfg.student_depth, lambda arm: arm in cfg.finetune_models
     val_b = [dict(images=x, targets=teacher_targets(teacher, x)) for x in _eval_tensors(val)[0].split(256)]  # fixed: targets once
     rows, hists, models = [], {i: [] for i in cfg.inits}, dict(teacher=teacher)
-    keep = lambda arm, seed, run: cached_result(dict(config=cfg, teacher_site=site and [site.name, site.version], arm=arm, seed=seed),
+    keep = lambda arm, seed, run: cached_result(dict(config=cfg, teacher=tag, arm=arm, seed=seed),
                                                 run, 'featkd-image-arm', folder, IMAGE_RUNS_SITE)  # a rerun reads each arm's row back
     def distilled(init, seed):
         s = make_student(teacher, L, init, seed)
@@ -431,11 +439,12 @@ def run_image_featkd(cfg: FeatKDConfig,  # the experiment; `FeatKDConfig.tiny()`
         return dict(history=asdict(h), row=_run_row(f'distilled {init}', seed, _losses(h, cfg.distil), _evaluate(s, data, cfg, seed, tune(f'distilled {init}')),
                                                     model='distilled student', init=init, blocks=L))
     row = lambda arm, seed, enc, *extra, **kw: _run_row(arm, seed, *extra, _evaluate(enc, data, cfg, seed, tune(arm)), **kw)
-    s0 = lambda: make_student(teacher, L, 'first')
+    def undistilled(seed):
+        s = make_student(teacher, L, 'first')
+        return row('undistilled first', seed, s, {'val loss': distil_loss(s, teacher, val_b)}, model='first half, not distilled', init='first', blocks=L)
     for seed in tqdm(cfg.seeds, desc='image feature KD (seeds)', disable=in_test()):
         rows.append(keep('teacher', seed, lambda: row('teacher', seed, teacher, model=f'teacher ({name})', init='-', blocks=cfg.depth)))
-        rows.append(keep('undistilled first', seed, lambda: row('undistilled first', seed, s0(), {'val loss': distil_loss(s0(), teacher, val_b)},
-                                                                model='first half, not distilled', init='first', blocks=L)))
+        rows.append(keep('undistilled first', seed, lambda: undistilled(seed)))
         for init in cfg.inits:
             r = keep(f'distilled {init}', seed, lambda: distilled(init, seed)); hists[init].append(History(**r['history'])); rows.append(r['row'])
         rows.append(keep('scratch', seed, lambda: row('scratch', seed, scratch_student(cfg, train, seed, folder)[0],
@@ -443,7 +452,7 @@ def run_image_featkd(cfg: FeatKDConfig,  # the experiment; `FeatKDConfig.tiny()`
     probes = [r['world probe'] for r in rows if r['arm'] == 'teacher']
     return FeatKDResult(rows, hists, [probe_gate(cfg, probes, len(train.class_names))], models, curve)
 
-IMAGE_RUNS_SITE = cache_site('featkd-image-runs', 3, '17ce96fceacb', run_image_featkd, _teacher, _evaluate, _eval_data, _eval_tensors, _run_row, _losses, distil,
+IMAGE_RUNS_SITE = cache_site('featkd-image-runs', 4, '9d2d6ef55fe8', run_image_featkd, _teacher, _evaluate, _eval_data, _eval_tensors, _run_row, _losses, distil,
                              distil_step, distil_loss, make_student, _reinit, label_free, augmented, scratch_student, scratch_recipe, two_tower, contrastive_train,
                              teacher_targets, image_batches, linear_probe, finetune, truncate, feature_kd_loss, data2vec_targets)
 

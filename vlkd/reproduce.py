@@ -4,7 +4,7 @@
 
 # %% ../nbs/99_reproduce.ipynb #c002
 from __future__ import annotations
-import argparse, importlib, json, time
+import argparse, importlib, time
 from pathlib import Path
 from tqdm.auto import tqdm
 from .utils import figures_dir, save_table, load_table
@@ -48,8 +48,7 @@ def _record_timings(rows, out_dir):
     "Merge these chapters' times into `99_reproduce_timings` (the last run of each) and, where it trained, `99_reproduce_timings_trained`."
     for name, new in (('99_reproduce_timings', rows), ('99_reproduce_timings_trained', [r for r in rows if r.get('models') == 'trained'])):
         if not new: continue
-        path = Path(out_dir or figures_dir()) / f'{name}.json'
-        try: old, meta = {r['chapter']: r for r in load_table(name, out_dir)}, json.loads(path.read_text()).get('meta') or {}
+        try: rows, meta = load_table(name, out_dir, with_meta=True); old = {r['chapter']: r for r in rows}
         except (FileNotFoundError, ValueError): old, meta = {}, {}
         old.update({r['chapter']: r for r in new})  # a partial run updates only its rows
         save_table([old[c] for c in CHAPTERS if c in old], name, out_dir, meta)  # the table's notes (meta) are kept

@@ -133,12 +133,15 @@ def save_table(rows: list[dict],  # rows of the table, all with the same keys
     return md
 
 def load_table(name: str,  # `<notebook stem>_<what>`
-               out_dir=None) -> list[dict]:
-    "Read the rows of a table written by `save_table`; a clear error if it has not been produced yet."
+               out_dir=None,
+               with_meta: bool = False,  # also return the table's `meta` (what `save_table` was given)
+              ) -> list[dict] | tuple[list[dict], dict]:
+    "Read the rows (and, `with_meta`, the meta) of a table written by `save_table`; a clear error if it has not been produced yet."
     path = Path(out_dir or figures_dir()) / f'{name}.json'
     if not path.exists(): raise FileNotFoundError(f"{path} is missing: run `make reproduce` to produce it")
-    try: return json.loads(path.read_text())['rows']
+    try: d = json.loads(path.read_text()); rows = d['rows']
     except (json.JSONDecodeError, KeyError) as e: raise ValueError(f"{path} is corrupt: {e}") from e
+    return (rows, d.get('meta') or {}) if with_meta else rows
 
 # %% ../nbs/000_utils.ipynb #c015aa
 def save_arrays(name: str,  # `<notebook stem>_<what>`
