@@ -64,3 +64,16 @@ def test_compact_vocab_keeps_the_losses(ts):
         runs[o.compact_vocab] = [ts.run_step(s, opt, i, o)[2] for i in range(3)]
     assert s.model.text.model.embeddings.word_embeddings.num_embeddings < 200
     assert runs[True] == pytest.approx(runs[False], rel=1e-6)
+
+
+def test_parallel_jobs_benchmark_runs(tmp_path, monkeypatch, capsys):
+    "benchmarks/parallel_jobs.py (two models, two steps, one kind): a row with both times, the startup and the ratios."
+    import sys
+    monkeypatch.syspath_prepend(str(ROOT / 'benchmarks'))  # the spawned workers import the script's train_one by module name
+    import parallel_jobs as pj
+    pj.main(['--models', '2', '--steps', '2', '--kinds', 'cnn16/8'])
+    out = capsys.readouterr().out
+    row = eval(out.splitlines()[0])  # the row dict printed first
+    assert row['kind'] == 'cnn16/8' and row['models'] == 2 and row['steps'] == 2
+    assert row['serial_2threads_s'] > 0 and row['two_1thread_workers_s'] > 0 and row['startup_s'] > 0
+    assert abs(row['ratio_with_startup'] - row['serial_2threads_s'] / row['two_1thread_workers_s']) < 0.02

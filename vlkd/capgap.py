@@ -5,7 +5,7 @@
 # %% ../nbs/06_capgap.ipynb #c002
 from __future__ import annotations
 import functools, json, os, math, tempfile, contextlib
-from dataclasses import dataclass, field, replace, asdict
+from dataclasses import dataclass, field, fields, replace, asdict
 from pathlib import Path
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from .utils import set_seed, save_figure, save_table, in_test, config_table, fig
 from .losses import hkd_loss
 from .encoders import vit_encoder, conv_encoder, bert_tokenizer
 from .data import WorldConfig, batches_per_epoch, mix_seed, normalize
-from .train import TrainConfig, fit, cached, cached_result, cached_tensors, cache_site
+from .train import TrainConfig, fit, cached, cached_result, cached_tensors, cache_site, parallel_jobs
 from .clip import ClipConfig, WorldTensors, pretrain_clip, CLIP_SITE
 from .evaluate import (zero_shot_classifier, ImageClassifier, predict, accuracy, labelled_batches, ClassifierConfig, linear_probe,
                            train_classifier, summarize, paired, gate, halfway_gate, verdict_row, save_verdicts)
@@ -32,7 +32,7 @@ __all__ = ['RESNETS', 'CAPGAP_SITE', 'CAPGAP_STUDENT_SITE', 'TEACHER_NAMES', 'PR
            'lowshot_runs', 'plot_lowshot', 'overconfidence_table', 'teacher_curves', 'overconfidence_runs',
            'overconfidence_summary', 'plot_overconfidence_bands', 'load_pgamma', 'plot_pgamma', 'closest_ce_teacher',
            'teacher_gate', 'knowledge_gate', 'student_verdict', 'gap_slope_verdict', 'overconfidence_verdict',
-           'matched_lowshot_k', 'capgap_verdicts', 'teacher_table', 'reproduce']
+           'matched_lowshot_k', 'capgap_verdicts', 'capgap_jobs', 'teacher_table', 'reproduce']
 
 # %% ../nbs/06_capgap.ipynb #c005
 @dataclass
@@ -70,6 +70,7 @@ class CapGapConfig:
     lowshot_k: tuple = (5, 10, 20)  # Table 3 / Fig. 2: images per class
     seeds: tuple = (0, 1, 2, 3, 4)  # student seeds, shared by every teacher (students are paired by seed)
     teacher_seeds: tuple = (0, 1, 2, 3, 4)  # teacher seeds; the p(γ) claims pair the finetuned CLIP and its closest CE teacher over these
+    band_seeds: tuple = (0, 1, 2)  # teacher seeds of the other CE teachers: their p(γ) band and Table 4 interval (no claim rests on them)
     gammas: tuple = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2).tolist())  # γ grid of the p(γ) curve
     gamma: float = 0.5  # γ of Table 4
     gamma_range: tuple = (0.3, 0.9)  # the over-confidence verdict averages p(γ) over the grid points in this range
@@ -80,6 +81,7 @@ class CapGapConfig:
     probe_sizes: tuple = (800, 1600, 3200, 6400)  # labelled-set sizes of the CLIP probe curve (does more labelled data bring CLIP's probe to the CE teachers?)
     knowledge_gate: float = 0.0  # CLIP's linear probe minus the best CE teacher (top-1 points) must reach this: CLIP knows more
     progress: bool = True  # progress bars for teacher training and for each table's students (off under tests)
+    workers: int = 2  # `reproduce` first trains every model in this many one-thread processes (`capgap_jobs`); 1: all in this process
 
     @property
     def world(self) -> WorldConfig: return replace(self.clip.world, label_by=self.label_by)
@@ -90,7 +92,7 @@ class CapGapConfig:
                              table2_arch='cnn8', reduced=4, mobilenet='', teacher_steps=20, lowshot_teacher_steps=10, head_steps=20,
                              student_steps=8, table2_steps=8, lowshot_teachers=('cnn4',), batch_size=32, lowshot_k=(4, 8), seeds=(0, 1),
                              gammas=(0.25, 0.5, 0.75), gamma_range=(0.25, 0.75), probe_sizes=(128, 256), clip_gate=halfway_gate(8), lowshot_gate=halfway_gate(8),
-                             teacher_seeds=(0, 1), progress=False), **kw})
+                             teacher_seeds=(0, 1), band_seeds=(0, 1), workers=1, progress=False), **kw})
 
 # %% ../nbs/06_capgap.ipynb #c009
 def distill_step(student: nn.Module,  # the model being trained
@@ -524,15 +526,16 @@ def _p_range(curve: list, gammas, lo_hi) -> float:
 
 def overconfidence_runs(cfg: CapGapConfig, arms,  # teacher arms, each trained (or loaded) with seed 0
                         folder=None,
-                        seeded=None,  # the arms also trained with every seed of cfg.teacher_seeds; None: all but the raw CLIP (nothing to seed)
+                        seeded=None,  # arms trained with every seed of cfg.teacher_seeds, or a dict arm -> its seeds; None: all but the raw CLIP (nothing to seed)
                         subset: torch.Tensor | None = None,  # low-shot training indices: the teachers are retrained (head refit) on them
                         k: int | None = None,  # the low-shot k of `subset`, recorded in the rows and the teacher names
                        ) -> list[dict]:
     "Per teacher × teacher seed: test top-1, the p(γ) curve over cfg.gammas, p(cfg.gamma) and the mean p over cfg.gamma_range."
     te, rows = world_data(cfg, 'test'), []
     seeded = [a for a in arms if a != 'clip-raw'] if seeded is None else seeded
+    seeds = seeded if isinstance(seeded, dict) else {a: cfg.teacher_seeds for a in seeded}
     for a in arms:
-        for s in (cfg.teacher_seeds if a in seeded else (_TEACHER_SEED,)):
+        for s in seeds.get(a, (_TEACHER_SEED,)):
             z = teacher_outputs(a, cfg, 'test', subset, folder, seed=s)
             curve = [overconfidence(z, te.labels, g) for g in cfg.gammas]
             rows.append(dict(arm=a, teacher=teacher_name(a) + ('' if k is None else f' (k={k})'), seed=s, k=k, teacher_acc=accuracy(z, te.labels), p_curve=curve,
@@ -709,6 +712,64 @@ def capgap_verdicts(cfg: CapGapConfig, table1: CapGapRun | None = None, table2: 
     if table5 is not None: out += _capacity_claims(table5, '002 §4.6, Table 5', cfg, gap=False)
     return out
 
+# %% ../nbs/06_capgap.ipynb #c056q
+def _oc_seeds(cfg: CapGapConfig, closest: str) -> dict:
+    "Teacher seeds of the p(γ) runs: every seed for the finetuned CLIP and its closest CE teacher (the claim's pair), cfg.band_seeds for the other CE teachers."
+    return {a: cfg.teacher_seeds if a == closest else cfg.band_seeds for a in cfg.teachers} | {'clip-ft': cfg.teacher_seeds}
+
+def _teachers_job(cfg: CapGapConfig, folder, calls: list):
+    "Train (or load) teachers and cache their logits, in one process (the CLIP similarities are computed once): calls of (name, subset, seed, splits)."
+    for name, subset, seed, splits in calls:
+        for split in splits: teacher_outputs(name, cfg, split, subset, folder, seed=seed)
+
+def _clip_job(cfg: CapGapConfig, folder):
+    "Train (or load) the CLIP-style model of cfg.clip into the cache (the other jobs that use it wait for this one)."
+    pretrain_clip(replace(cfg.clip, train=replace(cfg.clip.train, progress=False)), folder=folder)  # `progress` is not in the key
+
+def _probes_job(cfg: CapGapConfig, folder, subsets: list):
+    "CLIP's linear probes: the full labelled set, the probe curve and each low-shot subset (cached results)."
+    clip_probe(cfg, None, folder); probe_curve(cfg, folder)
+    for sub in subsets: clip_probe(cfg, sub, folder)
+
+def _student_job(arch: str, cfg: CapGapConfig, seed: int, teacher: str, subset, folder):
+    "One cached student of `capacity_runs`: the same call, with the teacher's cached training-split logits."
+    logits = None if teacher == 'none' else teacher_outputs(teacher, cfg, 'train', subset, folder)
+    train_student(arch, cfg, seed, logits, subset, cache=True, folder=folder, teacher_key=None if teacher == 'none' else _key(cfg, teacher, subset))
+
+def capgap_jobs(cfg: CapGapConfig, folder=None) -> list:
+    "Jobs for `vlkd.train.parallel_jobs` that cache every model `reproduce(cfg)` trains: the CLIP, teachers (and their logits), probes, then students."
+    import vlkd.capgap as here  # a worker imports the module's functions and config class by name (a notebook's own copies it could not)
+    cfg = here.CapGapConfig(**{f.name: getattr(cfg, f.name) for f in fields(cfg)} | dict(progress=False)); tr = world_data(cfg, 'train'); C = len(tr.class_names)
+    subs = {k: lowshot_indices(tr.labels, k, C) for k in cfg.lowshot_k}
+    closest, km = cfg.teachers[-1], max(cfg.lowshot_k, default=None)  # predicted (see above); a miss costs time, never results
+    extra_seeds = [s for s in cfg.teacher_seeds if s != _TEACHER_SEED]
+    jobs, at = [], {}  # at[(teacher, k)]: the job that caches its training-split logits
+    def add(fn, args, kwargs=None, needs=()): jobs.append((fn, args, kwargs or {}, tuple(needs))); return len(jobs) - 1
+    teach = lambda calls, needs=(): add(here._teachers_job, (cfg, folder, calls), needs=needs)
+    clip = add(here._clip_job, (cfg, folder))
+    for name in reversed(cfg.teachers): at[name, None] = teach([(name, None, _TEACHER_SEED, ('train', 'test'))])
+    heads = [('clip-raw', None, _TEACHER_SEED, ('train', 'test')), ('clip-ft', None, _TEACHER_SEED, ('train', 'test'))]
+    at['clip-raw', None] = at['clip-ft', None] = teach(heads + [('clip-ft', subs[k], _TEACHER_SEED, ('train', 'test')) for k in subs], needs=[clip])
+    for k in subs:
+        at['clip-ft', k] = at['clip-ft', None]
+        for name in cfg.lowshot_teachers: at[name, k] = teach([(name, subs[k], _TEACHER_SEED, ('train', 'test'))])
+    for name, seeds in _oc_seeds(cfg, closest).items():  # the p(γ) teacher seeds: one job each (a CE teacher is the longest job there is)
+        if name != 'clip-ft':
+            for s in seeds:
+                if s != _TEACHER_SEED: teach([(name, None, s, ('test',))])
+    if km is not None and cfg.lowshot_teachers:
+        for s in extra_seeds: teach([(cfg.lowshot_teachers[0], subs[km], s, ('test',))])
+    teach([('clip-ft', None, s, ('test',)) for s in extra_seeds] + ([('clip-ft', subs[km], s, ('test',)) for s in extra_seeds] if km is not None else []), needs=[clip])
+    add(here._probes_job, (cfg, folder, list(subs.values())), needs=[clip])
+    arms = ['none', *cfg.teachers, 'clip-raw', 'clip-ft']
+    tables = [(cfg.arch, cfg, arms, None), (f'{cfg.table2_arch}/{cfg.reduced}', replace(cfg, student_steps=cfg.table2_steps), arms, None)]
+    tables += [(cfg.arch, replace(cfg, student_steps=cfg.lowshot_student_steps), ['none', *cfg.lowshot_teachers, 'clip-ft'], k) for k in subs]
+    if cfg.mobilenet: tables.append((cfg.mobilenet, cfg, ['none', closest, 'clip-ft'], None))
+    for arch, c, names, k in tables:
+        for name in names:
+            for s in cfg.seeds: add(here._student_job, (arch, c, s, name, subs.get(k), folder), needs=[] if name == 'none' else [at[name, k]])
+    return jobs
+
 # %% ../nbs/06_capgap.ipynb #c057
 def teacher_table(run: CapGapRun, cfg: CapGapConfig) -> list[dict]:
     "Each full-data teacher of `run`: top-1, parameters, training compute, and the CLIP image tower's linear probe on the same images."
@@ -726,13 +787,14 @@ def reproduce(out_dir=None, tiny: bool = False,
     cfg = CapGapConfig.tiny() if tiny else CapGapConfig(); meta = asdict(cfg) | dict(smoke_run=tiny); smoke = 'smoke run (tiny config): ' if tiny else ''
     print(config_table(cfg)); ce = list(cfg.teachers); arms = ['none', *ce, 'clip-raw', 'clip-ft']
     with (tempfile.TemporaryDirectory() if tiny and folder is None else contextlib.nullcontext(folder)) as folder:
+        if cfg.workers > 1: parallel_jobs(capgap_jobs(cfg, folder), cfg.workers, desc='capgap: training', progress=cfg.progress)  # fills the cache
         probe = clip_probe(cfg, None, folder); curve = probe_curve(cfg, folder)
         t1 = capacity_runs(cfg.arch, arms, cfg, folder=folder); t1.clip_probe[None] = probe
         t2 = capacity_runs(f'{cfg.table2_arch}/{cfg.reduced}', arms, replace(cfg, student_steps=cfg.table2_steps), folder=folder); t2.clip_probe[None] = probe
         t3 = lowshot_runs(cfg, folder=folder)
         t5 = capacity_runs(cfg.mobilenet, ['none', closest_ce_teacher(t1), 'clip-ft'], cfg, folder=folder) if cfg.mobilenet else None
         if t5 is not None: t5.clip_probe[None] = probe
-        oc = overconfidence_runs(cfg, [*ce, 'clip-raw', 'clip-ft'], folder, seeded=('clip-ft', closest_ce_teacher(t1)))
+        oc = overconfidence_runs(cfg, [*ce, 'clip-raw', 'clip-ft'], folder, seeded=_oc_seeds(cfg, closest_ce_teacher(t1)))
         if cfg.lowshot_teachers:  # the low-shot pair closest in top-1, every teacher seed: p(γ) at matched accuracy
             km, tr = matched_lowshot_k(t3), world_data(cfg, 'train')
             oc += overconfidence_runs(cfg, ['clip-ft', closest_ce_teacher(t3, k=km)], folder, subset=lowshot_indices(tr.labels, km, len(tr.class_names)), k=km)

@@ -4,7 +4,8 @@
 
 # %% ../nbs/01b_train.ipynb #c002
 from __future__ import annotations
-import ast, contextlib, copy, hashlib, inspect, json, math, os, random, textwrap, time, warnings
+import ast, contextlib, copy, hashlib, inspect, json, math, multiprocessing, os, random, textwrap, time, warnings
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, fields, asdict, is_dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,14 +18,15 @@ from torch import nn
 from torch.utils.data import default_collate
 from tqdm.auto import tqdm
 from . import __version__
-from .utils import set_seed, world_info, save_figure, config_table
+from .utils import set_seed, world_info, save_figure, config_table, in_test
 from .data import epoch_batch, mix_seed, shuffle_seed
 
 # %% auto #0
 __all__ = ['RUNTIME_FIELDS', 'CACHE_VERSION', 'CACHE_SITES', 'TrainConfig', 'lr_schedule', 'momentum_schedule', 'ema_update',
            'ema_teacher', 'plot_schedules', 'History', 'save_checkpoint', 'load_checkpoint', 'batch_indices', 'shard',
            'resolve_device', 'to_device', 'fit', 'training_seconds', 'cache_dir', 'cache_key', 'cached', 'CacheSite',
-           'cache_site', 'source_fingerprint', 'check_cache_sites', 'cached_result', 'cached_tensors', 'reproduce']
+           'cache_site', 'source_fingerprint', 'check_cache_sites', 'cached_result', 'cached_tensors', 'parallel_jobs',
+           'reproduce']
 
 # %% ../nbs/01b_train.ipynb #c005
 _SCHEDULES, _BUFFERS = ('fixed', 'cosine'), ('copy', 'average', 'keep')
@@ -559,6 +561,58 @@ def cached_tensors(key,  # config that determines the tensors (dataclass or dict
     out = {k: v.detach().cpu().contiguous() for k, v in compute().items()}
     if world_info()[0] == 0: path.parent.mkdir(parents=True, exist_ok=True); _atomic_write(path, lambda tmp: save_file(out, str(tmp)))
     return out
+
+# %% ../nbs/01b_train.ipynb #c057m
+def _worker_init(threads: int):
+    "Set up a worker process: `threads` torch threads (one each, for two workers on two cores)."
+    torch.set_num_threads(threads)
+
+def _run_job(fn: Callable, args: tuple, kwargs: dict) -> tuple:
+    "fn(*args, **kwargs), the seconds it took, the seconds of it inside `fit`, and the models `cached` trained."
+    t0, fit0, made0 = time.perf_counter(), _FIT['seconds'], _FIT['cache_trained']
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0, _FIT['seconds'] - fit0, _FIT['cache_trained'] - made0
+
+def _job_name(job) -> str: return f"{getattr(job[0], '__qualname__', job[0])}{tuple(job[1])!r:.200}"
+
+def parallel_jobs(jobs: list,  # (fn, args, kwargs) or (fn, args, kwargs, needs): fn importable from a module; needs: indices of earlier jobs to wait for
+                  workers: int = 2,  # worker processes; 1: run every job here, in order
+                  threads: int = 1,  # torch threads in each worker
+                  desc: str = 'jobs',  # label of the progress bar
+                  progress: bool = True,  # show a progress bar (never under tests)
+                 ) -> list:
+    "The result of fn(*args, **kwargs) for every job, in order, computed by `workers` spawned processes; a job starts when the jobs it needs are done."
+    norm = []
+    for i, j in enumerate(jobs):
+        if not isinstance(j, (tuple, list)) or len(j) not in (3, 4) or not callable(j[0]):
+            raise ValueError(f"job {i} must be (fn, args, kwargs) or (fn, args, kwargs, needs), got {j!r:.200}")
+        needs = tuple(j[3]) if len(j) == 4 else ()
+        if any(not isinstance(n, int) or not 0 <= n < i for n in needs): raise ValueError(f"job {i} needs {needs}: a job can only need earlier jobs")
+        norm.append((j[0], tuple(j[1]), dict(j[2]), needs))
+    if workers < 1 or threads < 1: raise ValueError(f"workers and threads must be >= 1, got {workers} and {threads}")
+    bar = tqdm(total=len(norm), desc=desc, disable=not progress or in_test())
+    if workers == 1 or len(norm) <= 1:
+        out = []
+        for fn, a, kw, _ in norm: out.append(fn(*a, **kw)); bar.update()
+        bar.close(); return out
+    import vlkd.train as here  # the module's own functions: a worker imports them by name (a notebook's copies it could not)
+    results, spent, todo, running, t0 = {}, [], list(range(len(norm))), {}, time.perf_counter()
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn'), initializer=here._worker_init, initargs=(threads,)) as pool:
+        try:
+            while todo or running:
+                while len(running) < workers and (i := next((i for i in todo if all(n in results for n in norm[i][3])), None)) is not None:
+                    todo.remove(i); running[pool.submit(here._run_job, *norm[i][:3])] = i
+                for f in wait(running, return_when=FIRST_COMPLETED)[0]:
+                    i = running.pop(f)
+                    try: results[i], secs, fit_secs, made = f.result()
+                    except Exception as e: raise RuntimeError(f"job {i}, {_job_name(norm[i])}, failed in a worker process: {e!r}") from e
+                    spent.append((secs, fit_secs)); _FIT['cache_trained'] += made; bar.update()
+        except BaseException:  # a failed job or an interrupt stops the other workers now (a job cut short caches nothing; finished ones stay cached)
+            for p in list((getattr(pool, '_processes', None) or {}).values()): p.terminate()
+            raise
+    bar.close()
+    if (total := sum(s for s, _ in spent)) > 0: _FIT['seconds'] += (time.perf_counter() - t0) * sum(f for _, f in spent) / total
+    return [results[i] for i in range(len(norm))]
 
 # %% ../nbs/01b_train.ipynb #c059
 def reproduce(out_dir=None,  # default figures/
